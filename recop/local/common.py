@@ -1,0 +1,137 @@
+"""Shared plumbing for the real local parts (control plane, S3, broker, ...).
+
+Everything binds to 127.0.0.1. Built binaries are cached outside the work tree, keyed
+by version, so a second start takes seconds; run-time state lives in a state dir that
+`down` removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+def cache_dir() -> Path:
+    """Where built binaries and downloaded artefacts live across runs and clones."""
+    path = Path(os.environ.get("RECOP_CACHE", Path.home() / ".cache" / "recop"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def state_dir(name: str) -> Path:
+    """Run-time state (data dirs, logs, pid files) of one local part."""
+    root = Path(os.environ.get("RECOP_STATE", "/tmp/recop-state"))
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def progress(message: str) -> None:
+    """One line on stderr: long builds must say what they are doing."""
+    print(f"[recop {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def port_busy(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout: float, host: str = LOOPBACK, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_busy(port, host):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {host}:{port} opened")
+        time.sleep(0.1)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout:.0f}s")
+
+
+def go_install(name: str, package: str, version: str, workdir: Path | None = None) -> Path:
+    """Build `package@version` with `go install` into the cache, once per version.
+
+    `workdir` is a wrapper module (go.mod with replace directives) for packages whose own
+    go.mod forbids a plain `go install pkg@version`; then `package` is built inside it.
+    """
+    bindir = cache_dir() / "bin" / f"{name}-{version}"
+    binary = bindir / Path(package).name
+    if binary.exists():
+        return binary
+    bindir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(bindir), "CGO_ENABLED": os.environ.get("CGO_ENABLED", "0")}
+    target = package if workdir is not None else f"{package}@{version}"
+    progress(f"building {name} {version} from the Go module proxy (first time only)")
+    started = time.monotonic()
+    subprocess.run(["go", "install", target], cwd=workdir, env=env, check=True)
+    progress(f"built {name} {version} in {time.monotonic() - started:.0f}s")
+    return binary
+
+
+class ManagedProcess:
+    """A server process with its log file and pid file in a state dir."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+                 cwd: Path | None = None):
+        self.name = name
+        self.dir = state_dir(name)
+        self.log_path = self.dir / f"{name}.log"
+        self.pid_path = self.dir / f"{name}.pid"
+        with open(self.log_path, "ab") as log:
+            # A new session so that stop() can end the whole process group.
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                env={**os.environ, **(env or {})}, start_new_session=True,
+            )
+        self.pid_path.write_text(str(self.proc.pid))
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout: float = 10) -> None:
+        stop_pid_file(self.pid_path, timeout)
+
+
+def stop_pid_file(pid_path: Path, timeout: float = 10) -> None:
+    """Stop the process group recorded in a pid file: TERM, then KILL after `timeout`."""
+    try:
+        pid = int(pid_path.read_text())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    pid_path.unlink(missing_ok=True)
+
+
+def remove_state(name: str) -> None:
+    root = Path(os.environ.get("RECOP_STATE", "/tmp/recop-state"))
+    shutil.rmtree(root / name, ignore_errors=True)
