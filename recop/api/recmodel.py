@@ -1,0 +1,212 @@
+"""RecModel: one recommendation model, its sparse and dense halves."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from recop.api.common import (
+    ApiModel,
+    Condition,
+    Duration,
+    Name,
+    PodPlacement,
+    Resources,
+    Rule,
+    SecretKeyRef,
+)
+
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+class EmbeddingTable(ApiModel):
+    """One embedding table: int64 id -> vector of `dimension` values."""
+
+    name: Name
+    dimension: int = Field(ge=1, le=4096, description="Length of each embedding vector.")
+    rows: int = Field(ge=1, le=10**12, description=(
+        "Estimated row count; sizes the embedding servers' memory requests."))
+    dtype: Literal["fp32", "fp16", "int8"] = Field(default="fp32", description=(
+        "Serving storage type; int8 keeps a per-row scale."))
+
+    def row_bytes(self) -> int:
+        # int8 rows carry one fp32 scale each.
+        scale = 4 if self.dtype == "int8" else 0
+        return self.dimension * DTYPE_BYTES[self.dtype] + scale
+
+
+class Sharding(ApiModel):
+    """How ids are spread over embedding servers."""
+
+    shards: int = Field(default=1, ge=1, le=1024, description="Number of shards.")
+    replicas_per_shard: int = Field(default=2, ge=1, le=16, description=(
+        "Interchangeable copies of each shard; 2 or more keeps a shard serving during a "
+        "drain or rollout."))
+    partitioning: Literal["hash-mod"] = Field(default="hash-mod", description=(
+        "Partition function: shard = splitmix64(id) mod shards, stable across releases."))
+
+
+class EmbeddingServer(ApiModel):
+    """Settings of the embedding server pods."""
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = (
+        "ghcr.io/recop/embedding-server:0.1.0")
+    resources: Resources = Field(default_factory=Resources, description=(
+        "Requests/limits; memory defaults to the shard's table size plus headroom."))
+    memory_headroom_percent: int = Field(default=30, ge=0, le=400, description=(
+        "Extra memory over the shard's data, for the version being loaded beside the "
+        "serving one and for allocator slack."))
+    lookup_port: int = Field(default=8500, ge=1, le=65535)
+    admin_port: int = Field(default=8501, ge=1, le=65535)
+    metrics_port: int = Field(default=9100, ge=1, le=65535)
+
+    cross_field_rules = (
+        Rule("self.lookupPort != self.adminPort && self.lookupPort != self.metricsPort"
+             " && self.adminPort != self.metricsPort",
+             "lookupPort, adminPort and metricsPort must differ",
+             lambda s: len({s.lookup_port, s.admin_port, s.metrics_port}) == 3),
+    )
+
+
+class InstanceGroup(ApiModel):
+    """A Triton instance group (config.pbtxt `instance_group`)."""
+
+    kind: Literal["KIND_GPU", "KIND_CPU"] = "KIND_GPU"
+    count: int = Field(default=1, ge=1, le=64)
+
+
+class DynamicBatching(ApiModel):
+    enabled: bool = True
+    max_queue_delay_microseconds: int = Field(default=500, ge=0, le=10_000_000)
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=list, max_length=16)
+
+
+class Dense(ApiModel):
+    """The dense half, served by NVIDIA Triton on GPU nodes."""
+
+    model_name: Name = Field(description="Model name in Triton's repository.")
+    backend: Literal["python", "onnxruntime", "pytorch", "tensorrt"] = "python"
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = (
+        "nvcr.io/nvidia/tritonserver:24.08-py3")
+    replicas: int = Field(default=1, ge=0, le=256)
+    gpus_per_pod: int = Field(default=1, ge=0, le=16)
+    max_batch_size: int = Field(default=1024, ge=0, le=65536)
+    instance_groups: list[InstanceGroup] = Field(
+        default_factory=lambda: [InstanceGroup()], min_length=1, max_length=8)
+    dynamic_batching: DynamicBatching = Field(default_factory=DynamicBatching)
+    resources: Resources = Field(default_factory=Resources)
+
+    cross_field_rules = (
+        Rule("self.gpusPerPod > 0 || !has(self.instanceGroups) || "
+             "self.instanceGroups.all(g, g.kind == 'KIND_CPU')",
+             "instanceGroups of kind KIND_GPU need gpusPerPod of at least 1",
+             lambda d: d.gpus_per_pod > 0
+             or all(g.kind == "KIND_CPU" for g in d.instance_groups)),
+        Rule("!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSizes) "
+             "|| self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
+             "dynamicBatching.preferredBatchSizes must not exceed maxBatchSize",
+             lambda d: all(b <= d.max_batch_size
+                           for b in d.dynamic_batching.preferred_batch_sizes)),
+    )
+
+
+class S3Storage(ApiModel):
+    """Where this model's checkpoints live."""
+
+    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    prefix: Annotated[str, StringConstraints(max_length=512)] = ""
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=512)] | None = (
+        Field(default=None, description="S3-compatible endpoint; AWS when unset."))
+    region: Annotated[str, StringConstraints(max_length=64)] = "us-east-1"
+    access_key_id: SecretKeyRef | None = Field(default=None, description=(
+        "Credentials come only from Secrets, never from the spec itself."))
+    secret_access_key: SecretKeyRef | None = None
+
+    cross_field_rules = (
+        Rule("has(self.accessKeyId) == has(self.secretAccessKey)",
+             "accessKeyId and secretAccessKey must be set together",
+             lambda s: (s.access_key_id is None) == (s.secret_access_key is None)),
+    )
+
+
+class Stream(ApiModel):
+    """The message queue carrying real-time row deltas (Kafka protocol)."""
+
+    brokers: list[Annotated[str, StringConstraints(
+        pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$", max_length=260)]] = Field(
+        min_length=1, max_length=16, description="host:port of the bootstrap brokers.")
+    topic: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+    max_lag_seconds: int = Field(default=30, ge=1, le=86400, description=(
+        "Freshness past which the model is marked Degraded."))
+
+
+class RollbackPolicy(ApiModel):
+    """When a newly active version is rolled back by itself."""
+
+    enabled: bool = True
+    metric: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="PromQL returning one value, watched after a version turns active.")
+    threshold: float
+    comparison: Literal["GreaterThan", "LessThan"] = Field(default="GreaterThan", description=(
+        "Roll back when the metric is GreaterThan (or LessThan) the threshold."))
+    window: Duration = Field(default="10m", description="How long a new version is watched.")
+
+
+class RecModelSpec(ApiModel):
+    """A recommendation model: sharded embedding servers for its sparse half, Triton
+    pods on GPU nodes for its dense half, and where its checkpoints live."""
+
+    tables: list[EmbeddingTable] = Field(min_length=1, max_length=256)
+    sharding: Sharding = Field(default_factory=Sharding)
+    embedding_server: EmbeddingServer = Field(default_factory=EmbeddingServer)
+    dense: Dense
+    storage: S3Storage
+    stream: Stream | None = None
+    active_version: Name | None = Field(default=None, description=(
+        "The ModelVersion that should serve; point it at an earlier one to roll back."))
+    rollback_policy: RollbackPolicy | None = None
+    embedding_placement: PodPlacement = Field(default_factory=PodPlacement)
+    dense_placement: PodPlacement = Field(default_factory=PodPlacement)
+
+    cross_field_rules = (
+        Rule("self.tables.all(t, self.tables.exists_one(u, u.name == t.name))",
+             "table names must be unique",
+             lambda s: len({t.name for t in s.tables}) == len(s.tables),
+             field_path=".tables"),
+    )
+
+    def bytes_per_shard(self) -> int:
+        """Data held by one shard replica, assuming the hash spreads ids evenly."""
+        total = sum(t.rows * t.row_bytes() for t in self.tables)
+        return -(-total // self.sharding.shards)
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+
+
+class Endpoints(ApiModel):
+    embedding: str | None = Field(default=None, description="Lookup Service (host:port).")
+    triton_grpc: str | None = None
+    triton_http: str | None = None
+
+
+class RecModelStatus(ApiModel):
+    phase: Phase = Phase.PENDING
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    active_version: str | None = None
+    last_clean_version: str | None = None
+    shards: int | None = None
+    ready_shards: int | None = Field(default=None, description=(
+        "Shards with at least one ready replica."))
+    ready_replicas: int | None = None
+    triton_ready_replicas: int | None = None
+    endpoints: Endpoints | None = None
