@@ -44,13 +44,26 @@ class Sharding(ApiModel):
     replicas_per_shard: int = Field(default=2, ge=1, le=16, description=(
         "Interchangeable copies of each shard; 2 or more keeps a shard serving during a "
         "drain or rollout."))
-    partitioning: Literal["hash-mod"] = Field(default="hash-mod", description=(
-        "Partition function: shard = splitmix64(id) mod shards, stable across releases."))
+    partitioning: Literal["splitmix64-mod"] = Field(default="splitmix64-mod", description=(
+        "Partition function: shard = splitmix64(id) mod shards, stable across releases; "
+        "the checkpoint manifest names it too."))
+
+    cross_field_rules = (
+        # Every checkpoint is cut for one shard count: changing it in place would send
+        # lookups to servers that hold other ids.
+        Rule("self.shards == oldSelf.shards",
+             "shards cannot change on a live RecModel: create a new RecModel with the new "
+             "shard count, land a full ModelVersion cut for it, and move traffic to it"),
+    )
 
 
 class EmbeddingServer(ApiModel):
     """Settings of the embedding server pods."""
 
+    deployment: Literal["Managed", "External"] = Field(default="Managed", description=(
+        "Managed: RecOp runs the servers as Deployments, one per shard. External: RecOp "
+        "creates selector-less Services and discovers servers that run elsewhere (bare "
+        "metal, local processes) through the EndpointSlices registered for them."))
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = (
         "ghcr.io/recop/embedding-server:0.1.0")
     resources: Resources = Field(default_factory=Resources, description=(
@@ -210,3 +223,6 @@ class RecModelStatus(ApiModel):
     ready_replicas: int | None = None
     triton_ready_replicas: int | None = None
     endpoints: Endpoints | None = None
+
+    def conditions_message(self, kind: str) -> str:
+        return next((c.message for c in self.conditions if c.type == kind), "")

@@ -1,0 +1,44 @@
+# RecOp developer entry points. `make up` and `make test` are the two that matter.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: up down status test unit lint crds parts venv
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+## Start the local default (control plane, S3, broker, operator, a model) and leave it up.
+up: venv
+	$(BIN)/recop dev up
+
+status: venv
+	$(BIN)/recop dev status
+
+down: venv
+	$(BIN)/recop dev down
+
+## Build or fetch the real local parts into ~/.cache/recop (seconds once cached).
+parts: venv
+	$(BIN)/python -m recop.local.cluster build
+	$(BIN)/python -m recop.local.minio build
+	$(BIN)/python -m recop.local.kafka build
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m recop.crdgen --check
+
+crds: venv
+	$(BIN)/python -m recop.crdgen
+
+## Fast tests only: pure logic, no servers.
+unit: venv
+	$(BIN)/pytest -m "not e2e and not integration"
+
+## Everything: lint, then unit, integration (real S3, broker, ...) and e2e (real control plane).
+test: lint parts
+	$(BIN)/pytest

@@ -1,0 +1,43 @@
+"""Names and labels of the objects RecOp creates for a RecModel."""
+
+from __future__ import annotations
+
+MODEL = "recop.dev/model"
+COMPONENT = "recop.dev/component"
+SHARD = "recop.dev/shard"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+SERVICE_NAME = "kubernetes.io/service-name"
+
+EMBEDDING = "embedding-server"
+TRITON = "triton"
+
+
+def embedding_name(model: str, shard: int | str) -> str:
+    return f"{model}-emb-{shard}"
+
+
+def triton_name(model: str) -> str:
+    return f"{model}-triton"
+
+
+def selector(model: str, component: str, shard: int | None = None) -> dict[str, str]:
+    """The labels that select a component's pods (a stable subset of `labels`)."""
+    out = {MODEL: model, COMPONENT: component}
+    if shard is not None:
+        out[SHARD] = str(shard)
+    return out
+
+
+def labels(model: str, component: str, shard: int | None = None) -> dict[str, str]:
+    return {
+        **selector(model, component, shard),
+        "app.kubernetes.io/name": component,
+        "app.kubernetes.io/instance": model,
+        "app.kubernetes.io/part-of": "recop",
+        MANAGED_BY: "recop",
+    }
+
+
+def managed_selector(model: str) -> str:
+    """Label selector (query form) of everything RecOp manages for one model."""
+    return f"{MODEL}={model},{MANAGED_BY}=recop"

@@ -1,0 +1,41 @@
+"""RecOp's Kopf entry point: settings and wiring; the handlers live in controllers/.
+
+Run with `recop operator` (or `kopf run -m recop_operator.main`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import kopf
+from prometheus_client import start_http_server
+
+import controllers.recmodel  # noqa: F401  (registers the RecModel handlers)
+from controllers import kubeapi
+
+PREFIX = "recop.dev"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, logger, **_):
+    # The CRD schemas are structural, so the API server prunes any status field they
+    # do not declare: Kopf's own progress and diff-base go to annotations instead.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.posting.level = logging.INFO
+    settings.peering.name = "recop"
+    settings.peering.mandatory = False
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+    port = int(os.environ.get("RECOP_METRICS_PORT", "8080"))
+    if port:
+        start_http_server(port, addr=os.environ.get("RECOP_METRICS_ADDR", "0.0.0.0"))
+        logger.info("metrics on :%d/metrics", port)
+
+
+@kopf.on.cleanup()
+async def close(**_):
+    await kubeapi.close()

@@ -1,0 +1,48 @@
+"""`recop`: run the operator, print the CRDs, drive the local default."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from recop import crdgen
+from recop.api import RESOURCES
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    import recop_operator.main  # noqa: F401  (registers handlers and settings)
+
+    asyncio.run(kopf.operator(
+        clusterwide=not args.namespace, namespaces=args.namespace or (),
+        standalone=args.standalone, liveness_endpoint=args.liveness,
+        priority=args.priority))
+    return 0
+
+
+def _crds(_: argparse.Namespace) -> int:
+    sys.stdout.write("---\n".join(crdgen.render(r) for r in RESOURCES))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    op = sub.add_parser("operator", help="run the operator against the current kubeconfig")
+    op.add_argument("--namespace", action="append", help="watch only these (repeatable)")
+    op.add_argument("--standalone", action="store_true",
+                    help="no peering: for a single replica or local runs")
+    op.add_argument("--priority", type=int, default=0,
+                    help="peering priority; the highest-priority replica acts")
+    op.add_argument("--liveness", default="http://0.0.0.0:8081/healthz")
+    op.set_defaults(func=_operator)
+    crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
+    crds.set_defaults(func=_crds)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
