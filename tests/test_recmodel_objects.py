@@ -14,6 +14,7 @@ from controllers.recmodel_objects import (
 )
 from controllers.recmodel_status import ready_endpoints, summarize
 from controllers.triton_config import render
+from recop.api.common import PodPlacement
 from recop.api.recmodel import InstanceGroup, Phase, RecModelSpec, RecModelStatus
 from recop.quantity import parse
 from tests.examples import EXAMPLES
@@ -86,7 +87,8 @@ def test_triton_lands_on_gpu_nodes_with_gpu_limits_and_health_probes():
 def test_cpu_only_triton_asks_for_no_gpu():
     spec = example_spec()
     spec = spec.model_copy(update={"dense": spec.dense.model_copy(update={
-        "gpus_per_pod": 0, "instance_groups": [InstanceGroup(kind="KIND_CPU")]})})
+        "gpus_per_pod": 0, "instance_groups": [InstanceGroup(kind="KIND_CPU")]}),
+        "dense_placement": PodPlacement()})
     pod = triton_deployment(OWNER, spec)["spec"]["template"]["spec"]
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"].get("limits", {})
     assert "nvidia.com/gpu.present" not in pod.get("nodeSelector", {})
