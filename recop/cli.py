@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import zlib
 
 from recop import crdgen
 from recop.api import RESOURCES
@@ -18,8 +20,18 @@ def _operator(args: argparse.Namespace) -> int:
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace, namespaces=args.namespace or (),
         standalone=args.standalone, liveness_endpoint=args.liveness,
-        priority=args.priority))
+        priority=args.priority if args.priority is not None else _pod_priority()))
     return 0
+
+
+def _pod_priority() -> int:
+    """Distinct peering priorities for replicas of one Deployment.
+
+    Kopf pauses every operator that sees a peer with its own priority, so identical
+    replicas would all stand still; a priority from the pod name lets exactly one act
+    and another take over when its peering record expires.
+    """
+    return zlib.crc32(os.environ.get("POD_NAME", "").encode()) % 10_000 + 1
 
 
 def _crds(_: argparse.Namespace) -> int:
@@ -34,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--namespace", action="append", help="watch only these (repeatable)")
     op.add_argument("--standalone", action="store_true",
                     help="no peering: for a single replica or local runs")
-    op.add_argument("--priority", type=int, default=0,
-                    help="peering priority; the highest-priority replica acts")
+    op.add_argument("--priority", type=int, default=None,
+                    help="peering priority; the highest-priority replica acts "
+                         "(default: derived from $POD_NAME)")
     op.add_argument("--liveness", default="http://0.0.0.0:8081/healthz")
     op.set_defaults(func=_operator)
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")

@@ -15,7 +15,10 @@ import yaml
 
 from recop.api import GROUP, RESOURCES, VERSION, Resource
 
-CRD_DIR = Path(__file__).resolve().parent.parent / "crds"
+REPO = Path(__file__).resolve().parent.parent
+CRD_DIR = REPO / "crds"
+# Helm installs a chart's crds/ before its templates; the chart carries the same files.
+CHART_CRD_DIR = REPO / "charts" / "recop" / "crds"
 HEADER = "# Generated from recop/api by `python -m recop.crdgen`: do not edit.\n"
 
 # JSON Schema keywords a structural OpenAPI v3 schema cannot hold, or that only
@@ -134,11 +137,13 @@ def crd_path(resource: Resource, directory: Path = CRD_DIR) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if crds/ is out of date")
-    parser.add_argument("--dir", type=Path, default=CRD_DIR)
+    parser.add_argument("--dir", type=Path, action="append",
+                        help=f"where to write (default: {CRD_DIR} and {CHART_CRD_DIR})")
     args = parser.parse_args(argv)
     stale = []
-    for resource in RESOURCES:
-        path = crd_path(resource, args.dir)
+    for resource, directory in ((r, d) for r in RESOURCES
+                                for d in args.dir or (CRD_DIR, CHART_CRD_DIR)):
+        path = crd_path(resource, directory)
         text = render(resource)
         if args.check:
             if not path.exists() or path.read_text() != text:

@@ -1,0 +1,75 @@
+"""Helpers for e2e tests: the operator as a real process, polling, JSON reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from recop.local.common import free_port, state_dir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition, timeout: float = 60, interval: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def get_json(cluster, *args: str) -> dict:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+class OperatorProcess:
+    """`recop operator` against the test cluster, with its metrics on loopback."""
+
+    def __init__(self, kubeconfig: Path):
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.log_path = state_dir("e2e-operator") / "operator.log"
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+               "RECOP_METRICS_PORT": str(self.metrics_port),
+               "RECOP_METRICS_ADDR": "127.0.0.1"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "recop.cli", "operator", "--standalone",
+                 f"--liveness=http://127.0.0.1:{self.health_port}/healthz"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        wait_for(self._healthy, timeout=60, what=f"the operator (log: {self.log_path})")
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"operator exited:\n{self.log_tail()}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1)
+        except OSError:
+            return False
+        return True
+
+    def writes(self) -> float:
+        """Writes the operator has sent to the API server, from its own metrics."""
+        text = urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        return sum(float(v) for v in
+                   re.findall(r"^recop_kube_writes_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
