@@ -29,10 +29,11 @@ def selector(model: str, component: str, shard: int | None = None) -> dict[str, 
 
 
 def labels(model: str, component: str, shard: int | None = None) -> dict[str, str]:
+    # No app.kubernetes.io/instance: Argo CD (before 3.0) tracks what it owns by that
+    # label, and would take these objects for its own and prune them.
     return {
         **selector(model, component, shard),
         "app.kubernetes.io/name": component,
-        "app.kubernetes.io/instance": model,
         "app.kubernetes.io/part-of": "recop",
         MANAGED_BY: "recop",
     }

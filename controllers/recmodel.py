@@ -29,7 +29,6 @@ RESOURCE = (GROUP, VERSION, RECMODEL.plural)
 # Kinds RecOp creates for a model, so objects left over from an older spec are removed.
 OWNED_KINDS = (("apps/v1", "Deployment"), ("policy/v1", "PodDisruptionBudget"),
                ("v1", "Service"), ("v1", "ConfigMap"))
-RESYNC_SECONDS = 30
 
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 _queued: set[tuple[str, str]] = set()
@@ -147,17 +146,12 @@ async def on_spec(namespace, name, logger, **_):
     await reconcile(namespace, name, spec_changed=True, logger=logger)
 
 
-@kopf.timer(*RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-async def resync(namespace, name, logger, **_):
-    await reconcile(namespace, name, spec_changed=False, logger=logger)
-
-
 def _on_child(group: str, version: str, plural: str) -> None:
     """Watch a kind RecOp manages: a change made by someone else (a hand edit, a
     deletion, a replica turning ready) re-reconciles the owning model at once."""
 
-    @kopf.on.event(group, version, plural, labels={L.MODEL: kopf.PRESENT},
-                   id=f"recmodel-child-{plural}")
+    @kopf.on.event(group=group, version=version, plural=plural,
+                   labels={L.MODEL: kopf.PRESENT}, id=f"recmodel-child-{plural}")
     async def on_child(namespace, labels, logger, **_):
         await reconcile(namespace, labels[L.MODEL], spec_changed=False, logger=logger)
 

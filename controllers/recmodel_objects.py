@@ -216,8 +216,8 @@ def triton_deployment(owner: Owner, spec: RecModelSpec) -> dict:
         "ports": [{"name": "http", "containerPort": TRITON_HTTP},
                   {"name": "grpc", "containerPort": TRITON_GRPC},
                   {"name": "metrics", "containerPort": TRITON_METRICS}],
-        "resources": _resources(dense.resources,
-                                extra_limits={GPU_RESOURCE: dense.gpus_per_pod} if gpu else None),
+        "resources": _resources(
+            dense.resources, extra_limits={GPU_RESOURCE: str(dense.gpus_per_pod)} if gpu else None),
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
                            "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},

@@ -32,7 +32,7 @@ def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
         phase, reason, message = Phase.READY, "AllReplicasReady", (
             f"{spec.sharding.shards} shard(s) x {want} replica(s) and "
             f"{triton_ready} Triton pod(s) ready")
-    elif serving and previous.phase in (Phase.READY, Phase.DEGRADED):
+    elif serving and previous.ready_generation == generation:
         phase, reason, message = Phase.DEGRADED, "ReplicasMissing", _missing(
             shard_ready, want, triton_ready, spec.dense.replicas)
     else:
@@ -63,6 +63,7 @@ def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
         "ready_shards": serving_shards,
         "ready_replicas": sum(shard_ready),
         "triton_ready_replicas": triton_ready,
+        "ready_generation": generation if complete else previous.ready_generation,
         "endpoints": Endpoints(
             embedding=(f"{L.embedding_name(name, f'{{0..{spec.sharding.shards - 1}}}')}"
                        f".{svc}:{spec.embedding_server.lookup_port}"),

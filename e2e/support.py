@@ -34,7 +34,7 @@ def get_json(cluster, *args: str) -> dict:
 class OperatorProcess:
     """`recop operator` against the test cluster, with its metrics on loopback."""
 
-    def __init__(self, kubeconfig: Path):
+    def __init__(self, kubeconfig: Path, namespace: str):
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.log_path = state_dir("e2e-operator") / "operator.log"
@@ -43,7 +43,9 @@ class OperatorProcess:
                "RECOP_METRICS_ADDR": "127.0.0.1"}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
+                # One namespace, so other tests' objects neither wake it nor add writes.
                 [sys.executable, "-m", "recop.cli", "operator", "--standalone",
+                 f"--namespace={namespace}",
                  f"--liveness=http://127.0.0.1:{self.health_port}/healthz"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         wait_for(self._healthy, timeout=60, what=f"the operator (log: {self.log_path})")

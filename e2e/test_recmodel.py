@@ -31,7 +31,7 @@ def model(name: str, shards: int = 3, replicas: int = 2, **overrides) -> dict:
 @pytest.fixture(scope="module")
 def operator(cluster):
     cluster.kubectl("create", "namespace", NS, check=False)
-    proc = OperatorProcess(cluster.kubeconfig)
+    proc = OperatorProcess(cluster.kubeconfig, NS)
     yield proc
     proc.stop()
 
@@ -42,8 +42,10 @@ def apply(cluster, obj: dict) -> None:
 
 
 def wait_ready(cluster, name: str, timeout: int = 180) -> dict:
-    cluster.kubectl("-n", NS, "wait", "--for=condition=Ready", f"recmodel/{name}",
-                    f"--timeout={timeout}s", timeout=timeout + 30)
+    """Ready as a user waits for it (the condition), then every replica up (the phase)."""
+    for condition in ("condition=Ready", "jsonpath={.status.phase}=Ready"):
+        cluster.kubectl("-n", NS, "wait", f"--for={condition}", f"recmodel/{name}",
+                        f"--timeout={timeout}s", timeout=timeout + 30)
     return get_json(cluster, "-n", NS, "recmodel", name)
 
 
@@ -161,8 +163,11 @@ def _endpoint_slice(name: str, shard: int, port: int) -> dict:
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": f"{service}-local", "namespace": NS,
                          "labels": {L.SERVICE_NAME: service, L.MODEL: name}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+            # The API refuses loopback IPs in slices; an FQDN slice is how servers outside
+            # the cluster (bare metal, or local processes under *.localhost) register.
+            "addressType": "FQDN",
+            "endpoints": [{"addresses": [f"shard-{shard}.localhost"],
+                           "conditions": {"ready": True}}],
             "ports": [{"name": "lookup", "port": port, "protocol": "TCP"}]}
 
 

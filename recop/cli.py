@@ -17,6 +17,7 @@ def _operator(args: argparse.Namespace) -> int:
 
     import recop_operator.main  # noqa: F401  (registers handlers and settings)
 
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace, namespaces=args.namespace or (),
         standalone=args.standalone, liveness_endpoint=args.liveness,
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="peering priority; the highest-priority replica acts "
                          "(default: derived from $POD_NAME)")
     op.add_argument("--liveness", default="http://0.0.0.0:8081/healthz")
+    op.add_argument("--log-format", choices=["json", "full", "plain"], default="json",
+                    help="json: one structured object per line, for log pipelines")
+    op.add_argument("--verbose", action="store_true", help="debug-level logs")
     op.set_defaults(func=_operator)
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     crds.set_defaults(func=_crds)

@@ -95,7 +95,13 @@ class Kube:
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             body=body, auth_settings=["BearerToken"], _preload_content=False,
             _return_http_data_only=True)
-        return json.loads(await response.read())
+        data = await response.read()
+        # Without preloading, the client does not raise on errors: a 403 or 422 must not
+        # pass for success.
+        if not 200 <= response.status < 300:
+            raise ApiException(status=response.status, reason=f"{method} {url}: "
+                               + data.decode(errors="replace")[:2000])
+        return json.loads(data)
 
     async def get(self, api_version: str, kind: str, namespace: str | None,
                   name: str) -> dict | None:

@@ -77,7 +77,7 @@ def test_triton_lands_on_gpu_nodes_with_gpu_limits_and_health_probes():
     dep = triton_deployment(OWNER, example_spec())
     pod = dep["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"]["nvidia.com/gpu.present"] == "true"
     assert sum(t.get("key") == "nvidia.com/gpu" for t in pod["tolerations"]) == 1
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -176,6 +176,15 @@ def test_status_moves_from_progressing_to_ready_to_degraded():
     assert status.phase == Phase.DEGRADED
     assert "shard 7 1/2" in status.conditions_message("Degraded")
     assert status.endpoints.triton_grpc == "ctr-ranker-triton.recsys.svc:8001"
+
+
+def test_a_rollout_after_ready_is_progressing_not_degraded():
+    spec = example_spec()
+    status = summarize(spec, "m", "ns", 3, [2] * 8, 2, RecModelStatus(), None)
+    assert status.phase == Phase.READY and status.ready_generation == 3
+    status = summarize(spec, "m", "ns", 4, [2] * 7 + [1], 2, status, None)
+    assert status.phase == Phase.PROGRESSING
+    assert {c.type: c.status for c in status.conditions}["Ready"] == "True"
 
 
 def test_status_reports_a_refusal_as_failed():

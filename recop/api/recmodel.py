@@ -223,6 +223,9 @@ class RecModelStatus(ApiModel):
     ready_replicas: int | None = None
     triton_ready_replicas: int | None = None
     endpoints: Endpoints | None = None
+    ready_generation: int | None = Field(default=None, description=(
+        "The generation at which every replica was last ready: below it a shortfall is a "
+        "rollout (Progressing), at it a loss (Degraded)."))
 
     def conditions_message(self, kind: str) -> str:
         return next((c.message for c in self.conditions if c.type == kind), "")
