@@ -1,0 +1,87 @@
+"""The API access the operator needs: the one declaration of its RBAC rules.
+
+The Helm chart's ClusterRole (charts/recop/templates/rbac.yaml) must equal `RULES`
+(tests/test_chart.py checks it), and the e2e RBAC test (e2e/test_helm.py) compares what
+the operator's service account actually did, from the API server's audit log, with it:
+every rule is used, and nothing used is missing. Rules marked `ahead` are granted for
+controllers that come later and are left out of the "every rule is used" half.
+
+RecOp runs cluster-wide only, so every rule lands in one ClusterRole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rule:
+    group: str
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    used_by: str
+    # Granted now for a controller that does not exist yet (ModelVersion, ABTest).
+    ahead: bool = False
+
+    def to_wire(self) -> dict:
+        return {"apiGroups": [self.group], "resources": list(self.resources),
+                "verbs": list(self.verbs)}
+
+
+# Server-side apply of an object that does not exist yet is a PATCH that the API server
+# authorizes twice: as patch, and as create.
+OWNED = ("get", "list", "watch", "create", "patch", "delete")
+
+RULES: tuple[Rule, ...] = (
+    Rule("serving.recop.dev", ("recmodels",), ("get", "list", "watch", "patch"),
+         "Kopf watches RecModels and patches their annotations (progress, diff-base); "
+         "controllers/recmodel.reconcile re-reads the model it reconciles"),
+    Rule("serving.recop.dev", ("recmodels/status",), ("patch",),
+         "controllers/recmodel._report merge-patches the status subresource"),
+    Rule("serving.recop.dev", ("modelversions", "abtests"), ("get", "list", "watch", "patch"),
+         "the ModelVersion and ABTest controllers (to come): Kopf watches and annotates them",
+         ahead=True),
+    Rule("serving.recop.dev", ("modelversions/status", "abtests/status"), ("patch",),
+         "the ModelVersion and ABTest controllers (to come) report status", ahead=True),
+    # The objects a RecModel is served by (controllers/recmodel.OWNED_KINDS): Kopf watches
+    # them (controllers/recmodel._on_child), _apply reads one to see whether it drifted
+    # and writes it by server-side apply (create and patch), _prune lists a model's
+    # objects and deletes those a new spec no longer wants.
+    Rule("apps", ("deployments",), OWNED, "RecModel children: embedding servers, Triton"),
+    Rule("policy", ("poddisruptionbudgets",), OWNED, "RecModel children: one per shard"),
+    Rule("", ("services", "configmaps"), OWNED,
+         "RecModel children: shard and Triton Services, Triton's config.pbtxt"),
+    Rule("discovery.k8s.io", ("endpointslices",), ("list", "watch"),
+         "status from discovery: Kopf watches slices, reconcile lists a model's slices"),
+    Rule("", ("nodes",), ("list",),
+         "controllers/recmodel._reconcile lists nodes for the fit checks (controllers/fit)"),
+    Rule("", ("events",), ("create",),
+         "kopf.info/kopf.warn post Events (Applied, CannotPlace, Ready, ...)"),
+    Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"),
+         "Kopf's resource observer notices CRDs added or changed while it runs"),
+    Rule("kopf.dev", ("clusterkopfpeerings",), ("list", "watch"),
+         "Kopf peering: each replica watches the ClusterKopfPeering `recop`"),
+    Rule("kopf.dev", ("clusterkopfpeerings/status",), ("patch",),
+         "Kopf peering: keep-alives go to the status subresource (charts/recop/crds)"),
+    # Added with the ModelVersion controller (S3 credentials of a checkpoint):
+    #   Rule("", ("secrets",), ("get",), ...)
+    # Added with the ABTest controller (traffic split between arms):
+    #   Rule("gateway.networking.k8s.io", ("httproutes", "grpcroutes"), OWNED, ...)
+)
+
+
+def cluster_role_rules() -> list[dict]:
+    """`RULES` as the ClusterRole's `rules`, in order."""
+    return [rule.to_wire() for rule in RULES]
+
+
+def granted() -> set[tuple[str, str, str]]:
+    """Every (apiGroup, resource[/subresource], verb) the rules grant."""
+    return {(rule.group, resource, verb) for rule in RULES
+            for resource in rule.resources for verb in rule.verbs}
+
+
+def granted_ahead() -> set[tuple[str, str, str]]:
+    """The grants that wait for controllers to come: not yet expected to be used."""
+    return {(rule.group, resource, verb) for rule in RULES if rule.ahead
+            for resource in rule.resources for verb in rule.verbs}
