@@ -19,7 +19,7 @@ from controllers.recmodel_objects import (
     desired_objects,
     shard_memory_bytes,
 )
-from controllers.recmodel_status import ready_endpoints, summarize
+from controllers.recmodel_status import STATUS_MANAGER, owned_status, ready_endpoints, summarize
 from recop.api import RECMODEL
 from recop.api.common import API_VERSION, GROUP, VERSION
 from recop.api.recmodel import Phase, RecModelSpec, RecModelStatus
@@ -131,12 +131,13 @@ async def _prune(client: Kube, owner: Owner, desired: list[dict]) -> int:
 
 
 async def _report(client: Kube, body: dict, status: RecModelStatus) -> None:
-    """Patch status only when it changed, so a settled model writes nothing."""
-    wire = status.to_wire()
-    if wire != (body.get("status") or {}):
+    """Apply this controller's part of the status, only when it changed, so a settled
+    model writes nothing."""
+    mine = owned_status(status.to_wire())
+    if mine != owned_status(body.get("status") or {}):
         meta = body["metadata"]
-        await client.patch_status(API_VERSION, RECMODEL.kind, meta["namespace"],
-                                  meta["name"], wire)
+        await client.apply_status(API_VERSION, RECMODEL.kind, meta["namespace"],
+                                  meta["name"], mine, STATUS_MANAGER)
 
 
 @kopf.on.resume(*RESOURCE)

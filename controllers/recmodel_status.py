@@ -7,6 +7,21 @@ from controllers.recmodel_objects import TRITON_GRPC, TRITON_HTTP
 from recop.api.common import Condition, ConditionStatus, set_condition
 from recop.api.recmodel import Endpoints, Phase, RecModelSpec, RecModelStatus
 
+# The RecModel controller's share of the status; the ModelVersion controller owns the
+# version fields (activeVersion, lastCleanVersion) and its own conditions.
+STATUS_MANAGER = "recop-recmodel"
+OWNED_FIELDS = frozenset({"phase", "observedGeneration", "conditions", "shards", "readyShards",
+                          "readyReplicas", "tritonReadyReplicas", "endpoints",
+                          "readyGeneration"})
+OWNED_CONDITIONS = frozenset({"Ready", "Progressing", "Degraded"})
+
+
+def owned_status(status: dict) -> dict:
+    mine = {k: v for k, v in status.items() if k in OWNED_FIELDS}
+    mine["conditions"] = [c for c in status.get("conditions", [])
+                          if c["type"] in OWNED_CONDITIONS]
+    return mine
+
 
 def ready_endpoints(slices: list[dict]) -> int:
     """Ready endpoints across a Service's slices; an unset `ready` means ready, as the

@@ -30,10 +30,13 @@ def model(name: str, shards: int = 3, replicas: int = 2, **overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def operator(cluster):
-    cluster.kubectl("create", "namespace", NS, check=False)
+    cluster.kubectl("delete", "namespace", NS, "--wait=true", "--ignore-not-found",
+                    timeout=180)
+    cluster.kubectl("create", "namespace", NS)
     proc = OperatorProcess(cluster.kubeconfig, NS)
     yield proc
     proc.stop()
+    cluster.kubectl("delete", "namespace", NS, "--wait=false")
 
 
 def apply(cluster, obj: dict) -> None:

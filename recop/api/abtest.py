@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from recop.api.common import ApiModel, Condition, Duration, Name, Rule
+from recop.api.common import ApiModel, Condition, Duration, Name, Rule, conditions_field
 
 PromQL = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
@@ -154,7 +154,7 @@ class Verdict(ApiModel):
 class ABTestStatus(ApiModel):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = conditions_field()
     applied_weights: dict[str, int] = Field(default_factory=dict)
     assignments: list[Assignment] = Field(default_factory=list)
     cost_sources: list[CostSource] = Field(default_factory=list)

@@ -111,6 +111,13 @@ class Condition(ApiModel):
     last_transition_time: datetime | None = None
 
 
+def conditions_field():
+    """A status `conditions` list, merged by type under server-side apply, so that two
+    controllers (each its own field manager) can own different conditions of one object."""
+    return Field(default_factory=list, max_length=32, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+
+
 def set_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
     """Return conditions with `new` replacing its type, keeping the transition time
     when the status did not change (as kubectl and GitOps tools expect)."""

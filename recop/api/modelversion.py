@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from recop.api.common import ApiModel, Condition, Name, Rule, S3Uri
+from recop.api.common import ApiModel, Condition, Name, Rule, S3Uri, conditions_field
 
 
 class GoldenSet(ApiModel):
@@ -103,7 +103,7 @@ class ShardProgress(ApiModel):
 class ModelVersionStatus(ApiModel):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = conditions_field()
     shards: list[ShardProgress] = Field(default_factory=list)
     started_at: datetime | None = None
     activated_at: datetime | None = None

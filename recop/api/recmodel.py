@@ -16,6 +16,7 @@ from recop.api.common import (
     Resources,
     Rule,
     SecretKeyRef,
+    conditions_field,
 )
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -214,7 +215,7 @@ class Endpoints(ApiModel):
 class RecModelStatus(ApiModel):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = conditions_field()
     active_version: str | None = None
     last_clean_version: str | None = None
     shards: int | None = None
