@@ -72,9 +72,10 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool, logger) -> No
     owner = Owner(name, namespace, meta["uid"])
     nodes = [NodeInfo.from_object(n) for n in await client.list("v1", "Node")]
     refusal = (shard_fit_problem(spec, shard_memory_bytes(spec), nodes)
-               if spec.embedding_server.deployment == "Managed" else None) or dense_fit_problem(
+               if spec.embedding_server.deployment == "Managed" else None) or (dense_fit_problem(
         spec, nodes, {GPU_NODE_LABEL: "true"},
         [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}])
+        if spec.dense.deployment == "Managed" else None)
     if refusal is None:
         desired = desired_objects(owner, spec)
         changed = await _apply(client, desired, everything=spec_changed)

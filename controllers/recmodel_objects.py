@@ -251,13 +251,15 @@ def triton_deployment(owner: Owner, spec: RecModelSpec) -> dict:
 
 
 def triton_service(owner: Owner, spec: RecModelSpec) -> dict:
+    service_spec: dict = {"ports": [
+        {"name": "http", "port": TRITON_HTTP, "protocol": "TCP"},
+        {"name": "grpc", "port": TRITON_GRPC, "protocol": "TCP"},
+        {"name": "metrics", "port": TRITON_METRICS, "protocol": "TCP"}]}
+    if spec.dense.deployment == "Managed":
+        service_spec["selector"] = L.selector(owner.name, L.TRITON)
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": _meta(owner, L.triton_name(owner.name), L.TRITON),
-            "spec": {"selector": L.selector(owner.name, L.TRITON),
-                     "ports": [{"name": "http", "port": TRITON_HTTP, "protocol": "TCP"},
-                               {"name": "grpc", "port": TRITON_GRPC, "protocol": "TCP"},
-                               {"name": "metrics", "port": TRITON_METRICS,
-                                "protocol": "TCP"}]}}
+            "spec": service_spec}
 
 
 def desired_objects(owner: Owner, spec: RecModelSpec) -> list[dict]:
@@ -269,6 +271,7 @@ def desired_objects(owner: Owner, spec: RecModelSpec) -> list[dict]:
         if managed:
             objects += [embedding_pdb(owner, spec, shard),
                         embedding_deployment(owner, spec, shard)]
-    objects += [triton_configmap(owner, spec), triton_service(owner, spec),
-                triton_deployment(owner, spec)]
+    objects += [triton_configmap(owner, spec), triton_service(owner, spec)]
+    if spec.dense.deployment == "Managed":
+        objects.append(triton_deployment(owner, spec))
     return objects

@@ -122,6 +122,16 @@ def test_external_servers_get_selectorless_services_and_no_pods():
     assert all("selector" not in o["spec"] for o in emb)
 
 
+def test_external_triton_gets_a_selectorless_service_and_no_deployment():
+    spec = example_spec()
+    spec = spec.model_copy(update={"dense": spec.dense.model_copy(
+        update={"deployment": "External"})})
+    triton = [o for o in desired_objects(OWNER, spec)
+              if o["metadata"]["labels"][L.COMPONENT] == L.TRITON]
+    assert {o["kind"] for o in triton} == {"Service", "ConfigMap"}
+    assert "selector" not in next(o for o in triton if o["kind"] == "Service")["spec"]
+
+
 def test_single_replica_shards_are_protected_from_drains():
     spec = example_spec()
     spec = spec.model_copy(update={"sharding": spec.sharding.model_copy(

@@ -102,6 +102,10 @@ class Dense(ApiModel):
     """The dense half, served by NVIDIA Triton on GPU nodes."""
 
     model_name: Name = Field(description="Model name in Triton's repository.")
+    deployment: Literal["Managed", "External"] = Field(default="Managed", description=(
+        "Managed: RecOp runs Triton as a Deployment on GPU nodes. External: RecOp creates "
+        "a selector-less Service and drives the Triton servers registered in its "
+        "EndpointSlices (e.g. a shared GPU fleet, or a local server)."))
     backend: Literal["python", "onnxruntime", "pytorch", "tensorrt"] = "python"
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = (
         "nvcr.io/nvidia/tritonserver:24.08-py3")
