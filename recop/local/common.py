@@ -87,9 +87,11 @@ class ManagedProcess:
     """A server process with its log file and pid file in a state dir."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-                 cwd: Path | None = None):
+                 cwd: Path | None = None, directory: Path | None = None):
         self.name = name
-        self.dir = state_dir(name)
+        # `directory` groups the processes of one part (e.g. the control plane's five
+        # servers) in that part's state dir, so removing it removes all of them.
+        self.dir = directory or state_dir(name)
         self.log_path = self.dir / f"{name}.log"
         self.pid_path = self.dir / f"{name}.pid"
         with open(self.log_path, "ab") as log:

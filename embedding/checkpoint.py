@@ -1,0 +1,313 @@
+"""Checkpoint format in S3: a JSON manifest plus raw per-table, per-shard files.
+
+See docs/checkpoint-format.md for the layout. This module holds the manifest schema, the
+writer (numpy arrays -> S3, used by tests, benchmarks and training jobs) and the reader that
+streams one shard's files straight into numpy buffers with ranged GETs in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlparse
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from embedding.partition import PARTITION_FUNCTION, shard_of
+
+FORMAT = "recop-embedding/1"
+MANIFEST = "manifest.json"
+# Files are checksummed per part so that parts can be fetched and verified in parallel.
+PART_SIZE = 8 << 20
+
+STORAGE_DTYPES: dict[str, np.dtype] = {
+    "fp32": np.dtype("<f4"),
+    "fp16": np.dtype("<f2"),
+    "int8": np.dtype("i1"),
+}
+ID_DTYPE = np.dtype("<i8")
+SCALE_DTYPE = np.dtype("<f4")
+
+DType = Literal["fp32", "fp16", "int8"]
+
+
+class FileEntry(BaseModel):
+    key: str  # relative to the checkpoint prefix
+    size: int
+    part_size: int = PART_SIZE
+    part_crc32: list[int]
+
+
+class ShardEntry(BaseModel):
+    rows: int  # full: rows in the shard; incremental: upserted rows
+    deleted: int = 0  # incremental only: deleted ids
+    files: dict[str, FileEntry]  # ids, values, scales (int8), deleted (incremental)
+
+
+class TableEntry(BaseModel):
+    dim: int = Field(gt=0)
+    dtype: DType
+    rows: int
+    shards: list[ShardEntry]
+
+
+class Manifest(BaseModel):
+    format: str = FORMAT
+    kind: Literal["full", "incremental"]
+    version: int = Field(gt=0)
+    base_version: int | None = None
+    shard_count: int = Field(gt=0)
+    partition: str = PARTITION_FUNCTION
+    created_at: float
+    tables: dict[str, TableEntry]
+
+    def shard_bytes(self, shard: int) -> int:
+        return sum(f.size for t in self.tables.values() for f in t.shards[shard].files.values())
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/prefix -> (bucket, 'prefix/')."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"not an s3:// uri: {uri!r}")
+    prefix = parsed.path.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return parsed.netloc, prefix
+
+
+# ---------------------------------------------------------------- quantisation
+
+
+def quantize(values: np.ndarray, dtype: DType) -> tuple[np.ndarray, np.ndarray | None]:
+    """fp32 rows -> stored rows (+ per-row fp32 scales for int8: value = q * scale)."""
+    values = np.asarray(values, dtype=np.float32)
+    if dtype == "fp32":
+        return np.ascontiguousarray(values), None
+    if dtype == "fp16":
+        return values.astype(np.float16), None
+    scales = (np.abs(values).max(axis=1) / 127.0).astype(np.float32) if len(values) else \
+        np.zeros(0, np.float32)
+    safe = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    q = np.rint(values / safe[:, None]).clip(-127, 127).astype(np.int8)
+    return q, scales
+
+
+def dequantize(stored: np.ndarray, scales: np.ndarray | None, out: np.ndarray) -> None:
+    """Stored rows -> fp32 rows written into `out` (same row count)."""
+    if scales is None:
+        out[...] = stored
+    else:
+        np.multiply(stored, scales[:, None], out=out)
+
+
+# ---------------------------------------------------------------- writer
+
+
+def _crc_parts(data: memoryview, part_size: int) -> list[int]:
+    return [zlib.crc32(data[i:i + part_size]) for i in range(0, len(data), part_size)] or [0]
+
+
+class CheckpointWriter:
+    """Writes full and incremental checkpoints from numpy arrays (the manifest goes last,
+    so a reader never sees a manifest whose files are not all there)."""
+
+    def __init__(self, s3, uri: str, shard_count: int, threads: int = 8):
+        self.s3 = s3
+        self.bucket, self.prefix = split_uri(uri)
+        self.shard_count = shard_count
+        self.threads = threads
+
+    def _put(self, pool: ThreadPoolExecutor, jobs: list, key: str, array: np.ndarray):
+        data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+        entry = FileEntry(key=key, size=len(data), part_crc32=_crc_parts(data, PART_SIZE))
+        jobs.append(pool.submit(self.s3.put_object, Bucket=self.bucket,
+                                Key=self.prefix + key, Body=data.tobytes()))
+        return entry
+
+    def _split(self, ids: np.ndarray) -> list[np.ndarray]:
+        """Row indices of each shard, each sorted by id (the server binary-searches ids)."""
+        order = np.argsort(ids, kind="stable")
+        shards = shard_of(ids[order], self.shard_count)
+        return [order[shards == s] for s in range(self.shard_count)]
+
+    def write_full(self, version: int, tables: dict[str, tuple[np.ndarray, np.ndarray]],
+                   dtypes: dict[str, DType] | None = None) -> Manifest:
+        """`tables`: name -> (ids int64 [n], values fp32 [n, dim]); ids unique per table."""
+        dtypes = dtypes or {}
+        entries: dict[str, TableEntry] = {}
+        jobs: list = []
+        with ThreadPoolExecutor(self.threads) as pool:
+            for name, (ids, values) in tables.items():
+                ids = np.asarray(ids, dtype=ID_DTYPE)
+                values = np.asarray(values, dtype=np.float32)
+                _check_rows(name, ids, values)
+                dtype = dtypes.get(name, "fp32")
+                shards = []
+                for s, rows in enumerate(self._split(ids)):
+                    stored, scales = quantize(values[rows], dtype)
+                    base = f"tables/{name}/shard-{s:05d}-of-{self.shard_count:05d}"
+                    files = {"ids": self._put(pool, jobs, f"{base}.ids", ids[rows]),
+                             "values": self._put(pool, jobs, f"{base}.values", stored)}
+                    if scales is not None:
+                        files["scales"] = self._put(pool, jobs, f"{base}.scales", scales)
+                    shards.append(ShardEntry(rows=len(rows), files=files))
+                entries[name] = TableEntry(dim=values.shape[1], dtype=dtype, rows=len(ids),
+                                           shards=shards)
+            for job in jobs:
+                job.result()
+        return self._manifest(Manifest(kind="full", version=version,
+                                       shard_count=self.shard_count, created_at=time.time(),
+                                       tables=entries))
+
+    def write_incremental(self, version: int, base_version: int,
+                          upserts: dict[str, tuple[np.ndarray, np.ndarray]],
+                          deletes: dict[str, np.ndarray], dims: dict[str, int],
+                          dtypes: dict[str, DType] | None = None) -> Manifest:
+        """Rows upserted and ids deleted against `base_version`, per table. A table absent
+        from both is unchanged; an id both upserted and deleted is an error."""
+        dtypes = dtypes or {}
+        entries: dict[str, TableEntry] = {}
+        jobs: list = []
+        with ThreadPoolExecutor(self.threads) as pool:
+            for name in sorted(set(upserts) | set(deletes)):
+                dim = dims[name]
+                ids, values = upserts.get(name, (np.zeros(0, ID_DTYPE),
+                                                 np.zeros((0, dim), np.float32)))
+                ids = np.asarray(ids, dtype=ID_DTYPE)
+                values = np.asarray(values, dtype=np.float32)
+                _check_rows(name, ids, values)
+                gone = np.unique(np.asarray(deletes.get(name, np.zeros(0)), dtype=ID_DTYPE))
+                if np.intersect1d(ids, gone).size:
+                    raise ValueError(f"table {name}: ids both upserted and deleted")
+                dtype = dtypes.get(name, "fp32")
+                gone_shards = shard_of(gone, self.shard_count)
+                shards = []
+                for s, rows in enumerate(self._split(ids)):
+                    stored, scales = quantize(values[rows], dtype)
+                    base = f"tables/{name}/shard-{s:05d}-of-{self.shard_count:05d}"
+                    shard_gone = gone[gone_shards == s]
+                    files = {"ids": self._put(pool, jobs, f"{base}.ids", ids[rows]),
+                             "values": self._put(pool, jobs, f"{base}.values", stored),
+                             "deleted": self._put(pool, jobs, f"{base}.deleted", shard_gone)}
+                    if scales is not None:
+                        files["scales"] = self._put(pool, jobs, f"{base}.scales", scales)
+                    shards.append(ShardEntry(rows=len(rows), deleted=len(shard_gone),
+                                             files=files))
+                entries[name] = TableEntry(dim=dim, dtype=dtype, rows=len(ids), shards=shards)
+            for job in jobs:
+                job.result()
+        return self._manifest(Manifest(kind="incremental", version=version,
+                                       base_version=base_version,
+                                       shard_count=self.shard_count, created_at=time.time(),
+                                       tables=entries))
+
+    def _manifest(self, manifest: Manifest) -> Manifest:
+        self.s3.put_object(Bucket=self.bucket, Key=self.prefix + MANIFEST,
+                           Body=manifest.model_dump_json(indent=1).encode(),
+                           ContentType="application/json")
+        return manifest
+
+
+def _check_rows(name: str, ids: np.ndarray, values: np.ndarray) -> None:
+    if ids.ndim != 1 or values.ndim != 2 or len(ids) != len(values):
+        raise ValueError(f"table {name}: need ids [n] and values [n, dim]")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"table {name}: duplicate ids")
+
+
+# ---------------------------------------------------------------- reader
+
+
+class ChecksumError(RuntimeError):
+    pass
+
+
+def read_manifest(s3, uri: str) -> Manifest:
+    bucket, prefix = split_uri(uri)
+    body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
+    manifest = Manifest.model_validate(json.loads(body))
+    if manifest.format != FORMAT:
+        raise ValueError(f"unknown checkpoint format {manifest.format!r}")
+    return manifest
+
+
+@dataclass
+class ShardData:
+    """One table's files for one shard, as numpy arrays in their stored dtypes."""
+
+    ids: np.ndarray
+    values: np.ndarray
+    scales: np.ndarray | None
+    deleted: np.ndarray | None
+
+
+class ShardReader:
+    """Fetches a shard's files with parallel ranged GETs into preallocated numpy buffers,
+    verifying each part's crc32 in the worker that fetched it (no second pass)."""
+
+    def __init__(self, s3, uri: str, manifest: Manifest, shard: int, threads: int = 8,
+                 on_bytes: Callable[[int], None] = lambda n: None):
+        self.s3 = s3
+        self.bucket, self.prefix = split_uri(uri)
+        self.manifest = manifest
+        self.shard = shard
+        self.threads = threads
+        self.on_bytes = on_bytes
+
+    def read_all(self) -> dict[str, ShardData]:
+        plans: list[tuple[FileEntry, np.ndarray]] = []
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for name, table in self.manifest.tables.items():
+            shard = table.shards[self.shard]
+            arrays: dict[str, np.ndarray] = {}
+            for kind, entry in shard.files.items():
+                arrays[kind] = self._alloc(kind, table, shard, entry)
+                plans.append((entry, arrays[kind]))
+            out[name] = arrays
+        with ThreadPoolExecutor(self.threads) as pool:
+            jobs = [pool.submit(self._fetch_part, entry, array, i)
+                    for entry, array in plans for i in range(len(entry.part_crc32))]
+            for job in jobs:
+                job.result()
+        return {name: ShardData(ids=a["ids"], values=a["values"], scales=a.get("scales"),
+                                deleted=a.get("deleted")) for name, a in out.items()}
+
+    @staticmethod
+    def _alloc(kind: str, table: TableEntry, shard: ShardEntry, entry: FileEntry) -> np.ndarray:
+        if kind in ("ids", "deleted"):
+            rows = shard.deleted if kind == "deleted" else shard.rows
+            array = np.empty(rows, ID_DTYPE)
+        elif kind == "scales":
+            array = np.empty(shard.rows, SCALE_DTYPE)
+        elif kind == "values":
+            array = np.empty((shard.rows, table.dim), STORAGE_DTYPES[table.dtype])
+        else:
+            raise ValueError(f"unknown file kind {kind!r}")
+        if array.nbytes != entry.size:
+            raise ValueError(f"{entry.key}: size {entry.size} does not match manifest shape")
+        return array
+
+    def _fetch_part(self, entry: FileEntry, array: np.ndarray, part: int) -> None:
+        if entry.size == 0:
+            return
+        start = part * entry.part_size
+        end = min(start + entry.part_size, entry.size)
+        view = memoryview(array.reshape(-1).view(np.uint8))[start:end]
+        body = self.s3.get_object(Bucket=self.bucket, Key=self.prefix + entry.key,
+                                  Range=f"bytes={start}-{end - 1}")["Body"]
+        filled = 0
+        while filled < len(view):
+            n = body.readinto(view[filled:])
+            if not n:
+                raise ChecksumError(f"{entry.key}: short read at {start + filled}")
+            filled += n
+            self.on_bytes(n)
+        if zlib.crc32(view) != entry.part_crc32[part]:
+            raise ChecksumError(f"{entry.key}: crc32 mismatch in part {part}")

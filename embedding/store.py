@@ -1,0 +1,317 @@
+"""Serving memory of one shard: immutable versions of its tables, plus real-time overlays.
+
+Why immutable: a reader takes one `Snapshot` (a version's tables and overlays, read through
+one attribute) and serves every table of a request from it, so it can never mix versions;
+loads and incremental merges build new arrays beside the old ones and publish them with a
+single reference assignment, so readers are never blocked. Real-time deltas go into a small
+sorted overlay that is replaced copy-on-write per applied batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedding.checkpoint import ShardData, dequantize
+
+
+class State(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"  # loaded and kept, not serving unpinned reads
+    ACTIVE = "active"  # serves reads that do not pin a version
+    FAILED = "failed"
+
+
+class VersionError(LookupError):
+    """A request named a version this shard does not have (or not in a usable state)."""
+
+
+class StateError(RuntimeError):
+    """An admin call that the version's current state does not allow."""
+
+
+def rows_view(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous [n, dim] array as n opaque items (a void view). Indexing it copies
+    whole rows with memcpy instead of looping over elements: ~10x faster on big tables."""
+    return array.view(np.dtype((np.void, array.shape[1] * array.itemsize))).reshape(-1)
+
+
+def _sorted_positions(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, found) of every query id in the sorted unique `keys`."""
+    if len(keys) == 0:
+        return np.zeros(len(query), np.int64), np.zeros(len(query), bool)
+    # numpy's binary search reuses the previous bound when needles ascend: searching the
+    # sorted query is ~6x faster than searching it in request order (cache misses).
+    order = np.argsort(query)
+    pos = np.empty(len(query), np.int64)
+    pos[order] = np.searchsorted(keys, query[order])
+    np.minimum(pos, len(keys) - 1, out=pos)
+    return pos, keys[pos] == query
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table's rows on this shard: ids sorted ascending, values in the stored dtype."""
+
+    name: str
+    dim: int
+    dtype: str
+    ids: np.ndarray
+    values: np.ndarray
+    scales: np.ndarray | None = None  # int8 only: per-row scale
+
+    @classmethod
+    def from_shard(cls, name: str, dim: int, dtype: str, data: ShardData) -> Table:
+        if len(data.ids) > 1 and not np.all(data.ids[1:] > data.ids[:-1]):
+            raise ValueError(f"table {name}: shard ids not strictly ascending")
+        return cls(name, dim, dtype, data.ids, data.values, data.scales)
+
+    @property
+    def nbytes(self) -> int:
+        return self.ids.nbytes + self.values.nbytes + (
+            self.scales.nbytes if self.scales is not None else 0)
+
+    def gather(self, query: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Write fp32 rows of `query` into `out` (zeros where missing); return found mask."""
+        pos, found = _sorted_positions(self.ids, query)
+        if self.dtype == "fp32" and len(self.ids):
+            np.take(rows_view(self.values), pos, out=rows_view(out))
+        elif len(self.ids):
+            scales = self.scales[pos] if self.scales is not None else None
+            dequantize(self.values[pos], scales, out)
+        if not found.all():
+            out[~found] = 0.0
+        return found
+
+    def merged(self, data: ShardData) -> Table:
+        """A new table: this one minus deleted and upserted ids, plus the upserted rows.
+
+        Both inputs are sorted, so the merge is positional (searchsorted), not a re-sort.
+        """
+        removed = np.concatenate([data.ids, data.deleted if data.deleted is not None
+                                  else np.zeros(0, np.int64)])
+        pos, hit = _sorted_positions(self.ids, removed)
+        if hit.all() and len(removed) == len(data.ids):
+            return self._rows_replaced(pos, data)
+        keep = np.ones(len(self.ids), bool)
+        keep[pos[hit]] = False
+        kept_ids = self.ids[keep]
+        # Final slot of each upserted row: its rank among kept ids plus its own index.
+        slots = np.searchsorted(kept_ids, data.ids) + np.arange(len(data.ids))
+        total = len(kept_ids) + len(data.ids)
+        from_base = np.ones(total, bool)
+        from_base[slots] = False
+        ids = np.empty(total, np.int64)
+        ids[from_base] = kept_ids
+        ids[slots] = data.ids
+        values = np.empty((total, self.dim), self.values.dtype)
+        rows_view(values)[from_base] = rows_view(self.values)[keep]
+        rows_view(values)[slots] = rows_view(np.ascontiguousarray(data.values))
+        scales = None
+        if self.scales is not None:
+            scales = np.empty(total, np.float32)
+            scales[from_base] = self.scales[keep]
+            scales[slots] = data.scales
+        return Table(self.name, self.dim, self.dtype, ids, values, scales)
+
+    def _rows_replaced(self, pos: np.ndarray, data: ShardData) -> Table:
+        """The common case of an incremental, only existing rows changed: the id array is
+        shared with this version and the rows are one copy plus a scatter (no masks)."""
+        values = self.values.copy()
+        rows_view(values)[pos] = rows_view(np.ascontiguousarray(data.values))
+        scales = None
+        if self.scales is not None:
+            scales = self.scales.copy()
+            scales[pos] = data.scales
+        return Table(self.name, self.dim, self.dtype, self.ids, values, scales)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Real-time rows of one table on top of a version: sorted ids, fp32 rows, tombstones."""
+
+    ids: np.ndarray
+    values: np.ndarray
+    deleted: np.ndarray
+
+    @classmethod
+    def empty(cls, dim: int) -> Overlay:
+        return cls(np.zeros(0, np.int64), np.zeros((0, dim), np.float32), np.zeros(0, bool))
+
+    def apply(self, out: np.ndarray, query: np.ndarray, found: np.ndarray) -> None:
+        if not len(self.ids):
+            return
+        pos, hit = _sorted_positions(self.ids, query)
+        rows = pos[hit]
+        rows_view(out)[hit] = rows_view(self.values)[rows]
+        gone = self.deleted[rows]
+        found[hit] = ~gone
+        if gone.any():
+            idx = np.flatnonzero(hit)[gone]
+            out[idx] = 0.0
+
+    def updated(self, ids: np.ndarray, values: np.ndarray, deleted: np.ndarray) -> Overlay:
+        """A new overlay with these deltas applied in order (a later delta of an id wins)."""
+        all_ids = np.concatenate([self.ids, ids])
+        # np.unique keeps the first occurrence, so run it over the reversed sequence.
+        uniq, first_rev = np.unique(all_ids[::-1], return_index=True)
+        src = len(all_ids) - 1 - first_rev
+        all_values = np.concatenate([self.values, values])
+        all_deleted = np.concatenate([self.deleted, deleted])
+        return Overlay(uniq, all_values[src], all_deleted[src])
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one lookup reads: a version number, its tables and their overlays."""
+
+    version: int
+    tables: dict[str, Table]
+    overlays: dict[str, Overlay]
+
+    def lookup(self, name: str, query: np.ndarray, out: np.ndarray) -> int:
+        """Rows of `query` into `out`; returns the number of missing ids."""
+        table = self.tables.get(name)
+        if table is None:
+            raise KeyError(name)
+        found = table.gather(query, out)
+        overlay = self.overlays.get(name)
+        if overlay is not None:
+            overlay.apply(out, query, found)
+        return int(len(found) - np.count_nonzero(found))
+
+
+@dataclass
+class Version:
+    number: int
+    uri: str
+    base_version: int = 0
+    state: State = State.LOADING
+    error: str = ""
+    bytes_total: int = 0
+    bytes_loaded: int = 0
+    # Replaced as a whole (never mutated) so a reader's snapshot is always consistent.
+    snapshot: Snapshot | None = None
+    _progress_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def progress(self) -> float:
+        if self.state in (State.READY, State.ACTIVE):
+            return 1.0
+        return self.bytes_loaded / self.bytes_total if self.bytes_total else 0.0
+
+    def add_bytes(self, n: int) -> None:
+        with self._progress_lock:
+            self.bytes_loaded += n
+
+    @property
+    def memory_by_table(self) -> dict[str, int]:
+        if self.snapshot is None:
+            return {}
+        return {name: t.nbytes + self.snapshot.overlays[name].values.nbytes
+                for name, t in self.snapshot.tables.items()}
+
+
+class ShardStore:
+    """The versions of one shard and the rules for moving between them.
+
+    State changes take `_lock` briefly; the heavy work (download, merge) runs outside it and
+    ends by publishing a finished snapshot.
+    """
+
+    def __init__(self, shard_index: int, shard_count: int):
+        self.shard_index = shard_index
+        self.shard_count = shard_count
+        self._lock = threading.Lock()
+        self.versions: dict[int, Version] = {}
+        self.active: int = 0
+
+    # ------------------------------------------------------------ reads
+
+    def snapshot(self, version: int = 0) -> Snapshot:
+        """The active snapshot, or a pinned ready/active version's."""
+        if version == 0:
+            number = self.active
+            if number == 0:
+                raise VersionError("no active version")
+        else:
+            number = version
+        found = self.versions.get(number)
+        if found is None or found.snapshot is None or found.state not in (State.READY,
+                                                                           State.ACTIVE):
+            raise VersionError(f"version {number} is not loaded on shard {self.shard_index}")
+        return found.snapshot
+
+    # ------------------------------------------------------------ admin
+
+    def begin(self, number: int, uri: str, base_version: int = 0) -> Version:
+        if number <= 0:
+            raise StateError("versions are positive integers")
+        with self._lock:
+            existing = self.versions.get(number)
+            if existing is not None and existing.state != State.FAILED:
+                raise StateError(f"version {number} already exists ({existing.state.value})")
+            if base_version and self.versions.get(base_version) is None:
+                raise VersionError(f"base version {base_version} is not loaded")
+            version = Version(number=number, uri=uri, base_version=base_version)
+            self.versions[number] = version
+            return version
+
+    def finish(self, version: Version, tables: dict[str, Table],
+               overlays: dict[str, Overlay] | None = None) -> None:
+        overlays = {n: (overlays or {}).get(n) or Overlay.empty(t.dim) for n, t in tables.items()}
+        version.snapshot = Snapshot(version.number, tables, overlays)
+        version.state = State.READY
+
+    def fail(self, version: Version, error: str) -> None:
+        version.error = error
+        version.state = State.FAILED
+
+    def activate(self, number: int) -> int:
+        """Commit (or roll back to) a ready version; the previous active one is kept."""
+        with self._lock:
+            target = self.versions.get(number)
+            if target is None or target.state not in (State.READY, State.ACTIVE):
+                raise StateError(f"version {number} is not ready on shard {self.shard_index}")
+            previous = self.active
+            if previous and previous != number:
+                self.versions[previous].state = State.READY
+            target.state = State.ACTIVE
+            self.active = number
+            return previous
+
+    def drop(self, number: int) -> None:
+        with self._lock:
+            target = self.versions.get(number)
+            if target is None:
+                raise VersionError(f"version {number} is not known")
+            if target.state == State.ACTIVE:
+                raise StateError(f"version {number} is active: commit another one first")
+            if target.state == State.LOADING:
+                raise StateError(f"version {number} is still loading")
+            # Readers holding its snapshot keep it alive until they finish.
+            del self.versions[number]
+
+    def memory_bytes(self) -> int:
+        """Serving memory of all versions, counting arrays that versions share once."""
+        arrays = {}
+        for v in list(self.versions.values()):
+            snap = v.snapshot
+            if snap is None:
+                continue
+            for name, table in snap.tables.items():
+                arrays[id(table)] = table.nbytes
+                arrays[id(snap.overlays[name])] = snap.overlays[name].values.nbytes
+        return sum(arrays.values())
+
+    def realtime_targets(self) -> list[Version]:
+        """Versions that receive real-time deltas: the active one and ready ones newer than
+        it (so that committing a freshly loaded version does not lose them)."""
+        with self._lock:
+            return [v for v in self.versions.values()
+                    if v.snapshot is not None and (
+                        v.state == State.ACTIVE
+                        or (v.state == State.READY and v.number > self.active))]

@@ -1,0 +1,79 @@
+"""Debian's redis-server on a free loopback port (never the system service).
+
+`build` only checks that the binary exists: it comes from apt (`apt-get install
+redis-server`). Persistence is off: the data is a benchmark's scratch copy.
+Usage: `python -m recop.local.redis build|up|down`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from recop.local.common import (
+    LOOPBACK,
+    ManagedProcess,
+    free_port,
+    remove_state,
+    state_dir,
+    stop_pid_file,
+    wait_for_port,
+)
+
+NAME = "redis"
+
+
+def build() -> Path:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found: run `apt-get install -y redis-server`")
+    return Path(binary)
+
+
+@dataclass
+class RedisHandle:
+    port: int
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start(port: int | None = None, timeout: float = 15) -> RedisHandle:
+    binary = build()
+    port = port or free_port()
+    workdir = state_dir(NAME)
+    process = ManagedProcess(NAME, [
+        str(binary), "--port", str(port), "--bind", LOOPBACK, "--save", "",
+        "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "yes",
+    ])
+    try:
+        wait_for_port(port, timeout, proc=process.proc)
+    except (RuntimeError, TimeoutError) as err:
+        process.stop()
+        raise RuntimeError(f"redis did not start: {err}\n{process.log_tail()}") from err
+    return RedisHandle(port=port, process=process)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m recop.local.redis")
+    parser.add_argument("command", choices=["build", "up", "down"])
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    if args.command == "build":
+        print(build())
+    elif args.command == "up":
+        print(f"redis up: {start(port=args.port or None).url}")
+    else:
+        stop_pid_file(state_dir(NAME) / f"{NAME}.pid")
+        remove_state(NAME)
+
+
+if __name__ == "__main__":
+    main()
