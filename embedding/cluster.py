@@ -16,7 +16,7 @@ import grpc
 from embedding.proto import GRPC_OPTIONS
 from embedding.proto import embedding_pb2 as pb
 from embedding.proto import embedding_pb2_grpc as rpc
-from recop.local.common import LOOPBACK, ManagedProcess, free_port, wait_for_port
+from recop.local.common import LOOPBACK, ManagedProcess, free_port, remove_state, wait_for_port
 
 
 class AdminClient:
@@ -81,6 +81,7 @@ class ShardProcess:
     def stop(self) -> None:
         self.admin.close()
         self.process.stop()
+        remove_state(self.process.name)
 
 
 def start_shard(shard_index: int, shard_count: int, env: dict[str, str] | None = None,
