@@ -17,6 +17,10 @@ def _operator(args: argparse.Namespace) -> int:
 
     import recop_operator.main  # noqa: F401  (registers handlers and settings)
 
+    if args.prometheus_url:
+        # Read by controllers/modelversion_drivers for the rollback policy's queries.
+        os.environ["RECOP_PROMETHEUS_URL"] = args.prometheus_url
+
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace, namespaces=args.namespace or (),
@@ -33,6 +37,12 @@ def _pod_priority() -> int:
     and another take over when its peering record expires.
     """
     return zlib.crc32(os.environ.get("POD_NAME", "").encode()) % 10_000 + 1
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from recop import dev
+
+    return {"up": dev.up, "status": dev.status, "down": dev.down}[args.action]()
 
 
 def _crds(_: argparse.Namespace) -> int:
@@ -54,9 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--log-format", choices=["json", "full", "plain"], default="json",
                     help="json: one structured object per line, for log pipelines")
     op.add_argument("--verbose", action="store_true", help="debug-level logs")
+    op.add_argument("--prometheus-url", default=None,
+                    help="Prometheus the rollback policies query (else $RECOP_PROMETHEUS_URL)")
     op.set_defaults(func=_operator)
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     crds.set_defaults(func=_crds)
+    dev = sub.add_parser("dev", help="RecOp on an embedded local default (no cluster needed)")
+    dev.add_argument("action", choices=["up", "status", "down"])
+    dev.set_defaults(func=_dev)
     args = parser.parse_args(argv)
     return args.func(args)
 
