@@ -10,6 +10,7 @@ import kopf
 from pydantic import ValidationError
 
 from controllers import labels as L
+from controllers.abtest_placement import override_for
 from controllers.fit import NodeInfo, dense_fit_problem, shard_fit_problem
 from controllers.kubeapi import kube
 from controllers.recmodel_objects import (
@@ -20,7 +21,7 @@ from controllers.recmodel_objects import (
     shard_memory_bytes,
 )
 from controllers.recmodel_status import STATUS_MANAGER, owned_status, ready_endpoints, summarize
-from recop.api import RECMODEL
+from recop.api import ABTEST, RECMODEL
 from recop.api.common import API_VERSION, GROUP, VERSION
 from recop.api.recmodel import Phase, RecModelSpec, RecModelStatus
 from recop.kube import Kube, is_subset
@@ -77,7 +78,9 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool, logger) -> No
         [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}])
         if spec.dense.deployment == "Managed" else None)
     if refusal is None:
-        desired = desired_objects(owner, spec)
+        # An ABTest's placement of this model (controllers/abtest_placement).
+        override = override_for(name, await client.list(API_VERSION, ABTEST.kind, namespace))
+        desired = desired_objects(owner, spec, override)
         changed = await _apply(client, desired, everything=spec_changed)
         if spec_changed:
             changed += await _prune(client, owner, desired)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from controllers import labels as L
 from controllers import triton_config
+from controllers.abtest_placement import PlacementOverride
 from recop.api import RECMODEL
-from recop.api.common import API_VERSION, PodPlacement, Resources
+from recop.api.common import API_VERSION, PodPlacement, ResourceList, Resources
 from recop.api.recmodel import RecModelSpec
 from recop.quantity import mebibytes
 
@@ -20,6 +21,7 @@ from recop.quantity import mebibytes
 SERVER_BASE_BYTES = 256 * 2**20
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 8000, 8001, 8002
 
 # The `restricted` Pod Security Standard, for every container RecOp runs.
@@ -196,7 +198,10 @@ def triton_configmap(owner: Owner, spec: RecModelSpec) -> dict:
             "data": {"config.pbtxt": triton_config.render(spec.dense)}}
 
 
-def triton_deployment(owner: Owner, spec: RecModelSpec) -> dict:
+def triton_deployment(owner: Owner, spec: RecModelSpec,
+                      override: PlacementOverride | None = None) -> dict:
+    """`override`: an ABTest's placement of this model (requests = limits on the node
+    the cost model chose), which replaces the spec's resources while the test runs."""
     dense = spec.dense
     name = L.triton_name(owner.name)
     storage = spec.storage
@@ -217,7 +222,8 @@ def triton_deployment(owner: Owner, spec: RecModelSpec) -> dict:
                   {"name": "grpc", "containerPort": TRITON_GRPC},
                   {"name": "metrics", "containerPort": TRITON_METRICS}],
         "resources": _resources(
-            dense.resources, extra_limits={GPU_RESOURCE: str(dense.gpus_per_pod)} if gpu else None),
+            dense.resources if override is None else _placed(override),
+            extra_limits={GPU_RESOURCE: str(dense.gpus_per_pod)} if gpu else None),
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
                            "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
@@ -225,9 +231,12 @@ def triton_deployment(owner: Owner, spec: RecModelSpec) -> dict:
         "volumeMounts": [{"name": "config", "mountPath": "/etc/recop/triton", "readOnly": True}],
         "securityContext": RESTRICTED,
     }
+    selector = {GPU_NODE_LABEL: "true"} if gpu else {}
+    if override is not None:
+        selector[HOSTNAME_LABEL] = override.node
     placement = _placement(
         spec.dense_placement,
-        extra_selector={GPU_NODE_LABEL: "true"} if gpu else None,
+        extra_selector=selector or None,
         extra_tolerations=[{"key": GPU_RESOURCE, "operator": "Exists",
                             "effect": "NoSchedule"}] if gpu else None)
     template_meta = {
@@ -250,6 +259,12 @@ def triton_deployment(owner: Owner, spec: RecModelSpec) -> dict:
     }
 
 
+def _placed(override: PlacementOverride) -> Resources:
+    quantities = ResourceList(cpu=f"{override.cpu_millicores}m",
+                              memory=str(override.memory_bytes))
+    return Resources(requests=quantities, limits=quantities)
+
+
 def triton_service(owner: Owner, spec: RecModelSpec) -> dict:
     service_spec: dict = {"ports": [
         {"name": "http", "port": TRITON_HTTP, "protocol": "TCP"},
@@ -262,7 +277,8 @@ def triton_service(owner: Owner, spec: RecModelSpec) -> dict:
             "spec": service_spec}
 
 
-def desired_objects(owner: Owner, spec: RecModelSpec) -> list[dict]:
+def desired_objects(owner: Owner, spec: RecModelSpec,
+                    override: PlacementOverride | None = None) -> list[dict]:
     """Every object that serves the model, in the order they should be applied."""
     objects: list[dict] = []
     managed = spec.embedding_server.deployment == "Managed"
@@ -273,5 +289,5 @@ def desired_objects(owner: Owner, spec: RecModelSpec) -> list[dict]:
                         embedding_deployment(owner, spec, shard)]
     objects += [triton_configmap(owner, spec), triton_service(owner, spec)]
     if spec.dense.deployment == "Managed":
-        objects.append(triton_deployment(owner, spec))
+        objects.append(triton_deployment(owner, spec, override))
     return objects

@@ -11,6 +11,8 @@ import os
 import kopf
 from prometheus_client import start_http_server
 
+import controllers.abtest  # registers the ABTest handlers
+import controllers.modelversion  # registers the ModelVersion handlers
 import controllers.recmodel  # noqa: F401  (registers the RecModel handlers)
 from controllers import kubeapi
 

@@ -35,6 +35,8 @@ _KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("serving.recop.dev/v1alpha1", "RecModel"): ("recmodels", True),
     ("serving.recop.dev/v1alpha1", "ModelVersion"): ("modelversions", True),
     ("serving.recop.dev/v1alpha1", "ABTest"): ("abtests", True),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("httproutes", True),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): ("grpcroutes", True),
 }
 
 

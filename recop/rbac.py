@@ -37,12 +37,15 @@ RULES: tuple[Rule, ...] = (
          "Kopf watches RecModels and patches their annotations (progress, diff-base); "
          "controllers/recmodel.reconcile re-reads the model it reconciles"),
     Rule("serving.recop.dev", ("recmodels/status",), ("patch",),
-         "controllers/recmodel._report merge-patches the status subresource"),
+         "controllers/recmodel._report and the ModelVersion controller apply their parts of "
+         "the status subresource (server-side apply is a PATCH)"),
+    # Marked ahead only because e2e/test_helm applies no ModelVersion or ABTest; their own
+    # e2e tests (e2e/test_modelversion, e2e/test_abtest) exercise them.
     Rule("serving.recop.dev", ("modelversions", "abtests"), ("get", "list", "watch", "patch"),
-         "the ModelVersion and ABTest controllers (to come): Kopf watches and annotates them",
-         ahead=True),
+         "controllers/modelversion and controllers/abtest: Kopf watches and annotates them; "
+         "the RecModel controller lists ABTests for placement overrides", ahead=True),
     Rule("serving.recop.dev", ("modelversions/status", "abtests/status"), ("patch",),
-         "the ModelVersion and ABTest controllers (to come) report status", ahead=True),
+         "the ModelVersion and ABTest controllers report status", ahead=True),
     # The objects a RecModel is served by (controllers/recmodel.OWNED_KINDS): Kopf watches
     # them (controllers/recmodel._on_child), _apply reads one to see whether it drifted
     # and writes it by server-side apply (create and patch), _prune lists a model's
@@ -63,10 +66,15 @@ RULES: tuple[Rule, ...] = (
          "Kopf peering: each replica watches the ClusterKopfPeering `recop`"),
     Rule("kopf.dev", ("clusterkopfpeerings/status",), ("patch",),
          "Kopf peering: keep-alives go to the status subresource (charts/recop/crds)"),
-    # Added with the ModelVersion controller (S3 credentials of a checkpoint):
-    #   Rule("", ("secrets",), ("get",), ...)
-    # Added with the ABTest controller (traffic split between arms):
-    #   Rule("gateway.networking.k8s.io", ("httproutes", "grpcroutes"), OWNED, ...)
+    Rule("", ("secrets",), ("get",),
+         "controllers/modelversion_drivers reads the S3 credentials a RecModel names "
+         "(storage.accessKeyId/secretAccessKey); get only, never list or watch. Ahead for "
+         "the same reason as modelversions", ahead=True),
+    Rule("gateway.networking.k8s.io", ("httproutes", "grpcroutes"), ("get", "create", "patch"),
+         "controllers/abtest._reconcile reads each test's routes to see whether they "
+         "drifted and writes them by server-side apply; owner references delete them. "
+         "Marked ahead only because e2e/test_helm creates no ABTest yet (e2e/test_abtest "
+         "uses it)", ahead=True),
 )
 
 

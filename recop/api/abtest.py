@@ -84,6 +84,15 @@ class CostModel(ApiModel):
     overrides: list[ArmCost] = Field(default_factory=list, max_length=64)
 
 
+class GatewayRef(ApiModel):
+    """The Gateway the test's HTTPRoute and GRPCRoute attach to (their parentRef)."""
+
+    name: Name = "recop"
+    namespace: Name | None = Field(default=None, description=(
+        "Defaults to the ABTest's namespace."))
+    section_name: Name | None = Field(default=None, description="A listener of the Gateway.")
+
+
 class ABTestSpec(ApiModel):
     """A traffic split between a baseline and variants, with user-sticky bucketing,
     guardrails, a verdict, and a cost model placing the arms."""
@@ -97,6 +106,7 @@ class ABTestSpec(ApiModel):
     duration: Duration = "72h"
     analysis: Analysis = Field(default_factory=Analysis)
     cost: CostModel = Field(default_factory=CostModel)
+    gateway: GatewayRef = Field(default_factory=GatewayRef)
 
     cross_field_rules = (
         Rule("self.baseline.weight + self.variants.map(v, v.weight).sum() == 100",
@@ -125,12 +135,15 @@ class Phase(StrEnum):
 
 
 class Assignment(ApiModel):
-    """Where the cost model placed an arm."""
+    """Where the cost model placed an arm; the RecModel controller applies it to the
+    arm model's Triton Deployment (requests = limits, node selection)."""
 
     arm: str
+    model: str | None = None
     node: str | None = None
     cpu_millicores: int = 0
     dedicated_cores: bool = False
+    gpu_index: int | None = None
     gpu_share: float = 0
     memory_bytes: int = 0
 
@@ -155,7 +168,13 @@ class ABTestStatus(ApiModel):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
     conditions: list[Condition] = conditions_field()
-    applied_weights: dict[str, int] = Field(default_factory=dict)
+    started_at: datetime | None = Field(default=None, description=(
+        "When traffic first reached the variants: the ramp and the duration count from here."))
+    applied_weights: dict[str, int] = Field(default_factory=dict, description=(
+        "Percent of traffic each arm's route gets now (ramped; stopped arms 0)."))
+    bucket_weights: dict[str, int] = Field(default_factory=dict, description=(
+        "Basis points per arm for user-sticky bucketing (costmodel.assign_arm); stopped "
+        "arms keep their buckets, whose users the routes send to the baseline."))
     assignments: list[Assignment] = Field(default_factory=list)
     cost_sources: list[CostSource] = Field(default_factory=list)
     stopped_arms: list[str] = Field(default_factory=list)

@@ -100,6 +100,16 @@ class ShardProgress(ApiModel):
     bytes_loaded: int = Field(default=0, ge=0)
 
 
+class RealtimeProgress(ApiModel):
+    """The stream as the embedding servers report it (worst replica)."""
+
+    lag: int = Field(default=0, description="Messages published but not yet applied.")
+    applied: int = Field(default=0, ge=0, description="Messages applied (sum over replicas).")
+    malformed: int = Field(default=0, ge=0, description="Messages skipped as malformed.")
+    freshness_p50_seconds: float = Field(default=0, ge=0)
+    freshness_p99_seconds: float = Field(default=0, ge=0)
+
+
 class ModelVersionStatus(ApiModel):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
@@ -110,3 +120,15 @@ class ModelVersionStatus(ApiModel):
     completed_at: datetime | None = None
     reason: str | None = None
     message: str | None = None
+    embedding_version: int | None = Field(default=None, ge=1, description=(
+        "The version number on the embedding servers: the checkpoint manifest's version, "
+        "so a restarted operator finds the same number on the servers."))
+    dense_model_version: int | None = Field(default=None, ge=1, description=(
+        "The Triton model version serving with this one (the spec's, else inherited)."))
+    previous_version: Name | None = Field(default=None, description=(
+        "The ModelVersion that served before this one: what a rollback restores."))
+    watch_until: datetime | None = Field(default=None, description=(
+        "End of the rollback policy's window after activation."))
+    verified_at: datetime | None = Field(default=None, description=(
+        "When the window passed without a breach; the previous version was released."))
+    realtime: RealtimeProgress | None = None

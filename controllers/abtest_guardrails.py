@@ -1,0 +1,35 @@
+"""Guardrails: which running variants breach a threshold, from Prometheus samples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from recop.api.abtest import ABTestSpec, Guardrail
+
+
+def arm_query(query: str, arm: str) -> str:
+    return query.replace("$arm", arm)
+
+
+def breached(guardrail: Guardrail, value: float) -> bool:
+    if guardrail.comparison == "GreaterThan":
+        return value > guardrail.threshold
+    return value < guardrail.threshold
+
+
+def breaches(spec: ABTestSpec, stopped: set[str],
+             sample: Callable[[str], float | None]) -> dict[str, str]:
+    """Variant -> reason, for each running variant breaching a guardrail. `sample` runs
+    one PromQL query and returns its value, None when there is no data yet: no data is
+    not a breach (a fresh variant has served nothing)."""
+    found: dict[str, str] = {}
+    for variant in spec.variants:
+        if variant.name in stopped:
+            continue
+        for guardrail in spec.guardrails:
+            value = sample(arm_query(guardrail.query, variant.name))
+            if value is not None and breached(guardrail, value):
+                found[variant.name] = (f"guardrail {guardrail.name}: {value:g} "
+                                       f"{guardrail.comparison} {guardrail.threshold:g}")
+                break
+    return found
