@@ -32,27 +32,34 @@ def get_json(cluster, *args: str) -> dict:
 
 
 class OperatorProcess:
-    """`recop operator` against the test cluster, with its metrics on loopback."""
+    """`recop operator` against the test cluster, with its metrics on loopback.
 
-    def __init__(self, kubeconfig: Path, namespace: str):
+    With a namespace it runs standalone in that namespace only, so other tests' objects
+    neither wake it nor add writes; without one it runs cluster-wide with peering, as a
+    replica of the chart's Deployment does.
+    """
+
+    def __init__(self, kubeconfig: Path, namespace: str | None = None, *,
+                 name: str = "operator", args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None):
+        self.name = name
         self.metrics_port = free_port()
         self.health_port = free_port()
-        self.log_path = state_dir("e2e-operator") / "operator.log"
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig),
-               "RECOP_METRICS_PORT": str(self.metrics_port),
-               "RECOP_METRICS_ADDR": "127.0.0.1"}
+        self.log_path = state_dir("e2e-operator") / f"{name}.log"
+        scope = ["--standalone", f"--namespace={namespace}"] if namespace else []
+        full_env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+                    "RECOP_METRICS_PORT": str(self.metrics_port),
+                    "RECOP_METRICS_ADDR": "127.0.0.1", **(env or {})}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                # One namespace, so other tests' objects neither wake it nor add writes.
-                [sys.executable, "-m", "recop.cli", "operator", "--standalone",
-                 f"--namespace={namespace}",
+                [sys.executable, "-m", "recop.cli", "operator", *scope, *args,
                  f"--liveness=http://127.0.0.1:{self.health_port}/healthz"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        wait_for(self._healthy, timeout=60, what=f"the operator (log: {self.log_path})")
+                stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+        wait_for(self._healthy, timeout=60, what=f"{name} (log: {self.log_path})")
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
-            raise AssertionError(f"operator exited:\n{self.log_tail()}")
+            raise AssertionError(f"{self.name} exited:\n{self.log_tail()}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1)
         except OSError:
@@ -65,6 +72,9 @@ class OperatorProcess:
             f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
         return sum(float(v) for v in
                    re.findall(r"^recop_kube_writes_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -9,7 +9,6 @@ the Gateway API CRDs, which is what the operator is responsible for.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -63,16 +62,8 @@ def operator(cluster, prom):
     cluster.kubectl("delete", "namespace", NS, "--wait=true", "--ignore-not-found",
                     timeout=180)
     cluster.kubectl("create", "namespace", NS)
-    saved = {k: os.environ.get(k) for k in ("RECOP_PROMETHEUS_URL", "RECOP_ABTEST_INTERVAL")}
-    os.environ.update(RECOP_PROMETHEUS_URL=prom.url, RECOP_ABTEST_INTERVAL="2")
-    try:
-        proc = OperatorProcess(cluster.kubeconfig, NS)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    proc = OperatorProcess(cluster.kubeconfig, NS, env={
+        "RECOP_PROMETHEUS_URL": prom.url, "RECOP_ABTEST_INTERVAL": "2"})
     yield proc
     proc.stop()
     cluster.kubectl("delete", "namespace", NS, "--wait=false")

@@ -12,11 +12,6 @@ the same time. The tests run in order.
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,9 +19,9 @@ import pytest
 import yaml
 
 from controllers import labels as L
-from e2e.support import REPO, get_json, wait_for
+from e2e.support import REPO, OperatorProcess, get_json, wait_for
 from recop import rbac
-from recop.local.common import free_port, state_dir
+from recop.local.common import state_dir
 
 CHART = REPO / "charts" / "recop"
 EXAMPLE = REPO / "crds" / "examples" / "valid" / "recmodel.yaml"
@@ -36,52 +31,12 @@ MODELS = "e2e-helm-models"
 ACCOUNT = f"system:serviceaccount:{NS}:{RELEASE}"
 
 
-class PeeredOperator:
+def peered_operator(kubeconfig: Path, name: str, priority: int) -> OperatorProcess:
     """`recop operator` with peering on, as one replica of the chart's Deployment."""
-
-    def __init__(self, kubeconfig: Path, name: str, priority: int):
-        self.name = name
-        self.writes_before_pause = 0.0
-        self.metrics_port, self.health_port = free_port(), free_port()
-        self.log_path = state_dir("e2e-helm") / f"{name}.log"
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_ID": name,
-               "RECOP_METRICS_PORT": str(self.metrics_port), "RECOP_METRICS_ADDR": "127.0.0.1"}
-        args = ["operator", f"--priority={priority}",
-                f"--liveness=http://127.0.0.1:{self.health_port}/healthz"]
-        # `recop operator` configures no logging; INFO shows Kopf's peering decisions.
-        code = ("import logging, sys; from recop.cli import main; "
-                "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s'); "
-                f"sys.exit(main({args!r}))")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        wait_for(self._healthy, timeout=60, what=f"operator {name} (log: {self.log_path})")
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"operator {self.name} exited:\n{self.log()}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1)
-        except OSError:
-            return False
-        return True
-
-    def writes(self) -> float:
-        text = urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
-        return sum(float(v) for v in
-                   re.findall(r"^recop_kube_writes_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+    operator = OperatorProcess(kubeconfig, name=name, args=(f"--priority={priority}",),
+                               env={"POD_ID": name})
+    operator.writes_before_pause = 0.0
+    return operator
 
 
 def service_account_kubeconfig(cluster) -> Path:
@@ -140,8 +95,8 @@ def operators(cluster, release):
     kubeconfig = service_account_kubeconfig(cluster)
     started = []
     try:
-        started.append(PeeredOperator(kubeconfig, "recop-leader", priority=200))
-        standby = PeeredOperator(kubeconfig, "recop-standby", priority=100)
+        started.append(peered_operator(kubeconfig, "recop-leader", priority=200))
+        standby = peered_operator(kubeconfig, "recop-standby", priority=100)
         started.append(standby)
         # Kopf handles its first events before it has read the peering, and a pause
         # lets handlers already running finish: a starting replica may repeat the

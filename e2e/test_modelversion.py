@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 
 import numpy as np
@@ -25,6 +24,10 @@ from recop.local import triton as local_triton
 NS = "e2e-modelversion"
 BUCKET = "recop-e2e-mv"
 SHARDS = 2
+
+
+def operator_env(prometheus) -> dict[str, str]:
+    return {"RECOP_PROMETHEUS_URL": prometheus.url}
 
 
 def apply(cluster, obj: dict) -> None:
@@ -50,7 +53,6 @@ def parts(cluster):
     prometheus = local_prometheus.start()
     prometheus.set_targets("mv-servers", [f"127.0.0.1:{p.metrics_port}"
                                           for p in servers.processes], {"job_kind": "emb"})
-    os.environ["RECOP_PROMETHEUS_URL"] = prometheus.url  # the operator process inherits it
     triton = local_triton.start(local_triton.TEST_MODELS)
     operator = None
     try:
@@ -77,8 +79,8 @@ def parts(cluster):
             "addressType": "FQDN",
             "endpoints": [{"addresses": ["triton.localhost"], "conditions": {"ready": True}}],
             "ports": [{"name": "grpc", "port": triton.grpc_port, "protocol": "TCP"}]})
-        operator = OperatorProcess(cluster.kubeconfig, NS)
-        yield [cluster, servers, operator, s3, triton]
+        operator = OperatorProcess(cluster.kubeconfig, NS, env=operator_env(prometheus))
+        yield [cluster, servers, operator, s3, triton, prometheus]
     finally:
         if operator is not None:
             operator.stop()
@@ -86,7 +88,6 @@ def parts(cluster):
         triton.stop()
         prometheus.stop()
         s3.stop()
-        os.environ.pop("RECOP_PROMETHEUS_URL", None)
         cluster.kubectl("delete", "namespace", NS, "--wait=false")
 
 
@@ -139,7 +140,7 @@ def test_operator_killed_mid_update_resumes(parts):
     operator.proc.kill()  # SIGKILL: no cleanup of any kind
     operator.proc.wait()
     register(cluster, servers, 1)
-    restarted = OperatorProcess(cluster.kubeconfig, NS)
+    restarted = OperatorProcess(cluster.kubeconfig, NS, env=operator_env(parts[5]))
     parts[2].proc = restarted.proc
     final = wait_for(lambda: status(cluster, "v1").get("phase") == "Active"
                      and status(cluster, "v1"), timeout=60, what="v1 Active after restart")

@@ -108,7 +108,12 @@ class ManagedProcess:
         return ""
 
     def stop(self, timeout: float = 10) -> None:
-        stop_pid_file(self.pid_path, timeout)
+        # Its own process, not whatever the pid file names now: a second start of the same
+        # part (one per test module, say) rewrites that file.
+        stop_group(self.proc.pid, timeout)
+        with contextlib.suppress(OSError, ValueError):
+            if int(self.pid_path.read_text()) == self.proc.pid:
+                self.pid_path.unlink()
 
 
 def stop_pid_file(pid_path: Path, timeout: float = 10) -> None:
@@ -117,6 +122,12 @@ def stop_pid_file(pid_path: Path, timeout: float = 10) -> None:
         pid = int(pid_path.read_text())
     except (OSError, ValueError):
         return
+    stop_group(pid, timeout)
+    pid_path.unlink(missing_ok=True)
+
+
+def stop_group(pid: int, timeout: float = 10) -> None:
+    """TERM the process group led by `pid`, then KILL it after `timeout`."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -131,7 +142,6 @@ def stop_pid_file(pid_path: Path, timeout: float = 10) -> None:
             time.sleep(0.1)
         else:
             os.killpg(pid, signal.SIGKILL)
-    pid_path.unlink(missing_ok=True)
 
 
 def remove_state(name: str) -> None:
