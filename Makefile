@@ -27,6 +27,8 @@ parts: venv
 	$(BIN)/python -m recop.local.cluster build
 	$(BIN)/python -m recop.local.minio build
 	$(BIN)/python -m recop.local.kafka build
+	$(BIN)/python -m recop.local.triton
+	$(BIN)/python -m recop.local.gateway_api build
 
 lint: venv
 	$(BIN)/ruff check .
