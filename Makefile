@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up down status test unit lint crds parts venv
+.PHONY: up down status test unit lint crds parts venv sysdeps
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -12,8 +12,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+sysdeps:
+	scripts/install-system-deps
+
 ## Start the local default (control plane, S3, broker, operator, a model) and leave it up.
-up: venv
+up: venv sysdeps
 	$(BIN)/recop dev up
 
 status: venv
@@ -23,7 +26,7 @@ down: venv
 	$(BIN)/recop dev down
 
 ## Build or fetch the real local parts into ~/.cache/recop (seconds once cached).
-parts: venv
+parts: venv sysdeps
 	$(BIN)/python -m recop.local.cluster build
 	$(BIN)/python -m recop.local.minio build
 	$(BIN)/python -m recop.local.kafka build

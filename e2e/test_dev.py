@@ -1,6 +1,7 @@
-"""README's first command, `recop dev up`, end to end in a state dir of its own: a
-second control plane from the cached binaries, the operator, a demo model Ready; then
-`down` leaves no process and no state behind."""
+"""README's first command, `recop dev up`, end to end in a state dir of its own: a second
+control plane from the cached binaries, MinIO, Kafka, Prometheus, Triton on the CPU,
+embedding-server processes, the operator; a RecModel Ready with its ModelVersion Active,
+and a lookup and an inference answered; then `down` leaves no process and no state."""
 
 from __future__ import annotations
 
@@ -23,15 +24,19 @@ def test_dev_up_status_down(tmp_path):
     try:
         up = recop("dev", "up", env=env)
         assert up.returncode == 0, up.stderr[-3000:]
-        assert "recmodel/demo" in up.stdout and "Ready" in up.stdout
-        assert "kwok-gpu-" in up.stdout  # the Triton pod landed on a GPU node
+        lines = {line.split()[0]: line for line in up.stdout.splitlines() if line.strip()}
+        assert "Ready" in lines["recmodel/demo"] and "active demo-v1" in lines["recmodel/demo"]
+        assert "Active" in lines["modelversion/demo-v1"]
+        assert "-> version 1" in lines["lookup"]
+        assert "scores [" in lines["infer"]
         again = recop("dev", "up", env=env)
         assert again.returncode == 0, again.stderr[-3000:]
+        assert "already running" in again.stderr
         status = recop("dev", "status", env=env)
         assert status.returncode == 0 and "2/2 shards" in status.stdout
     finally:
         down = recop("dev", "down", env=env)
     assert down.returncode == 0, down.stderr
     assert not state.exists(), list(state.rglob("*"))
-    left = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-af", str(state)], capture_output=True, text=True)
     assert left.stdout == "", f"processes left behind: {left.stdout}"

@@ -1,52 +1,53 @@
-"""`recop dev up|status|down`: RecOp on an embedded local default, no cluster of yours.
+"""`recop dev up|status|down`: RecOp end to end on an embedded local default.
 
 `up` starts the real local control plane (API server, etcd, controller-manager,
-scheduler, KWOK CPU and GPU nodes), installs the CRDs, runs the operator as a local
-process, applies a demo RecModel and waits until it is Ready, then prints what runs
-where. It is idempotent: a second `up` reuses what runs and what is cached. `down`
-stops every process it started and removes its state.
+scheduler, KWOK CPU and GPU nodes), MinIO, a Kafka broker, Prometheus and Triton on the
+CPU; installs the CRDs; runs the operator and two embedding-server processes registered
+as the endpoints of their shard Services; writes a small generated checkpoint to S3;
+applies a RecModel and a full ModelVersion; and returns once the model is Ready and the
+version Active, printing what runs where, a lookup and an inference answered through
+the stack. A second `up` finds it running and only prints. `down` stops every process
+it started and removes its state.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 from recop import crdgen
 from recop.api import RESOURCES
 from recop.local import cluster
-from recop.local.common import (
-    ManagedProcess,
-    free_port,
-    progress,
-    remove_state,
-    state_dir,
-    stop_pid_file,
-)
+from recop.local import kafka as local_kafka
+from recop.local import minio as local_minio
+from recop.local import prometheus as local_prometheus
+from recop.local import triton as local_triton
+from recop.local.common import ManagedProcess, free_port, progress, stop_pid_file
 
-NAME = "dev"
 NAMESPACE = "recop-demo"
 MODEL = "demo"
-
-DEMO = {
-    "apiVersion": "serving.recop.dev/v1alpha1", "kind": "RecModel",
-    "metadata": {"name": MODEL, "namespace": NAMESPACE},
-    "spec": {
-        "tables": [{"name": "user", "dimension": 16, "rows": 100_000, "dtype": "fp16"},
-                   {"name": "item", "dimension": 16, "rows": 20_000}],
-        "sharding": {"shards": 2, "replicasPerShard": 2},
-        "dense": {"modelName": "ranker", "replicas": 1, "gpusPerPod": 1},
-        "storage": {"bucket": "recop-models", "prefix": "demo/"},
-    },
-}
+VERSION = "demo-v1"
+BUCKET = "recop-demo"
+SHARDS = 2
+DIM = 16
+ROWS = 20_000
+TOPIC = "recop-demo-deltas"
 
 
-def _operator_info() -> Path:
-    return state_dir(NAME) / "operator.json"
+def _root() -> Path:
+    return Path(os.environ.get("RECOP_STATE", "/tmp/recop-state"))
+
+
+def _saved_path() -> Path:
+    return _root() / "dev.json"
 
 
 def _healthy(port: int) -> bool:
@@ -57,28 +58,9 @@ def _healthy(port: int) -> bool:
     return True
 
 
-def _ensure_operator(info: cluster.ClusterInfo) -> dict:
-    path = _operator_info()
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if _healthy(saved["health_port"]):
-            return saved
-        stop_pid_file(Path(saved["pid_file"]))
-    ports = {"metrics_port": free_port(), "health_port": free_port()}
-    process = ManagedProcess("operator", [
-        sys.executable, "-m", "recop.cli", "operator", "--standalone",
-        f"--liveness=http://127.0.0.1:{ports['health_port']}/healthz",
-    ], env={"KUBECONFIG": str(info.kubeconfig),
-            "RECOP_METRICS_PORT": str(ports["metrics_port"]),
-            "RECOP_METRICS_ADDR": "127.0.0.1"}, directory=state_dir(NAME))
-    deadline = time.monotonic() + 60
-    while not _healthy(ports["health_port"]):
-        if process.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the operator did not start:\n{process.log_tail()}")
-        time.sleep(0.3)
-    saved = {**ports, "pid_file": str(process.pid_path), "log": str(process.log_path)}
-    path.write_text(json.dumps(saved))
-    return saved
+def _apply(info: cluster.ClusterInfo, obj: dict) -> None:
+    info.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=recop-dev",
+                 "-f", "-", input=json.dumps(obj))
 
 
 def _install_crds(info: cluster.ClusterInfo) -> None:
@@ -89,69 +71,217 @@ def _install_crds(info: cluster.ClusterInfo) -> None:
                  *(f"crd/{r.crd_name}" for r in RESOURCES), timeout=90)
 
 
+def _slice(service: str, host: str, ports: dict[str, int]) -> dict:
+    # The API refuses loopback IPs in EndpointSlices; names under .localhost resolve to
+    # loopback (RFC 6761), so local processes register as FQDN endpoints.
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{service}-local", "namespace": NAMESPACE,
+                         "labels": {"kubernetes.io/service-name": service,
+                                    "recop.dev/model": MODEL}},
+            "addressType": "FQDN",
+            "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+            "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports.items()]}
+
+
+def _write_checkpoint(s3) -> None:
+    from embedding.checkpoint import CheckpointWriter
+
+    rng = np.random.default_rng(7)
+    ids = np.arange(ROWS, dtype=np.int64)
+    tables = {name: (ids, rng.normal(0, 0.1, (ROWS, DIM)).astype(np.float32))
+              for name in ("user", "item")}
+    s3.create_bucket(Bucket=BUCKET)
+    CheckpointWriter(s3, f"s3://{BUCKET}/v1", SHARDS).write_full(1, tables)
+
+
+def _start_parts(info: cluster.ClusterInfo) -> dict:
+    from embedding.cluster import LocalCluster
+
+    progress("S3 (MinIO), Kafka, Prometheus and Triton on the CPU")
+    minio = local_minio.start()
+    kafka = local_kafka.start()
+    prometheus = local_prometheus.start()
+    triton = local_triton.start(local_triton.TEST_MODELS)
+    progress("writing a generated checkpoint to S3")
+    _write_checkpoint(minio.client())
+    progress(f"starting {SHARDS} embedding-server processes")
+    servers = LocalCluster(SHARDS, replicas=1, env=minio.env, kafka_bootstrap=kafka.bootstrap,
+                           topic=TOPIC)
+    prometheus.set_targets("embedding", [f"127.0.0.1:{p.metrics_port}"
+                                         for p in servers.processes], {"component": "embedding"})
+    prometheus.set_targets("triton", [f"127.0.0.1:{triton.metrics_port}"],
+                           {"component": "triton"})
+    progress("starting the operator")
+    ports = {"metrics": free_port(), "health": free_port()}
+    operator = ManagedProcess("dev-operator", [
+        sys.executable, "-m", "recop.cli", "operator", "--standalone",
+        f"--namespace={NAMESPACE}", f"--liveness=http://127.0.0.1:{ports['health']}/healthz",
+    ], env={"KUBECONFIG": str(info.kubeconfig), "RECOP_PROMETHEUS_URL": prometheus.url,
+            "RECOP_METRICS_PORT": str(ports["metrics"]), "RECOP_METRICS_ADDR": "127.0.0.1"})
+    deadline = time.monotonic() + 60
+    while not _healthy(ports["health"]):
+        if operator.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the operator did not start:\n{operator.log_tail()}")
+        time.sleep(0.3)
+    prometheus.set_targets("operator", [f"127.0.0.1:{ports['metrics']}"],
+                           {"component": "operator"})
+    return {
+        "pid_files": [str(p.pid_path) for p in (minio.process, kafka.process,
+                                                 prometheus.process, triton.process,
+                                                 operator)]
+        + [str(s.process.pid_path) for s in servers.processes],
+        "minio": minio.endpoint, "s3": {"key": minio.access_key, "secret": minio.secret_key},
+        "kafka": kafka.bootstrap, "prometheus": prometheus.url,
+        "triton_grpc": triton.grpc_address, "triton_grpc_port": triton.grpc_port,
+        "operator": {"metrics": ports["metrics"], "health": ports["health"],
+                     "log": str(operator.log_path)},
+        "servers": [{"shard": s.shard_index, "lookup": s.lookup_port, "admin": s.admin_port,
+                     "metrics": s.metrics_port} for s in servers.processes],
+    }
+
+
+def _apply_model(info: cluster.ClusterInfo, parts: dict) -> None:
+    secret = {k: base64.b64encode(v.encode()).decode() for k, v in parts["s3"].items()}
+    _apply(info, {"apiVersion": "v1", "kind": "Secret",
+                  "metadata": {"name": "demo-s3", "namespace": NAMESPACE}, "data": secret})
+    _apply(info, {
+        "apiVersion": "serving.recop.dev/v1alpha1", "kind": "RecModel",
+        "metadata": {"name": MODEL, "namespace": NAMESPACE},
+        "spec": {
+            "tables": [{"name": "user", "dimension": DIM, "rows": ROWS},
+                       {"name": "item", "dimension": DIM, "rows": ROWS}],
+            "sharding": {"shards": SHARDS, "replicasPerShard": 1},
+            "embeddingServer": {"deployment": "External"},
+            "dense": {"modelName": "mlp", "deployment": "External", "replicas": 1,
+                      "gpusPerPod": 0, "instanceGroups": [{"kind": "KIND_CPU"}]},
+            "storage": {"bucket": BUCKET, "endpoint": parts["minio"],
+                        "accessKeyId": {"name": "demo-s3", "key": "key"},
+                        "secretAccessKey": {"name": "demo-s3", "key": "secret"}},
+            "stream": {"brokers": [parts["kafka"]], "topic": TOPIC},
+        }})
+    for server in parts["servers"]:
+        service = f"{MODEL}-emb-{server['shard']}"
+        _apply(info, _slice(service, f"shard-{server['shard']}.localhost", {
+            "lookup": server["lookup"], "admin": server["admin"], "metrics": server["metrics"]}))
+    _apply(info, _slice(f"{MODEL}-triton", "triton.localhost",
+                        {"grpc": parts["triton_grpc_port"]}))
+    _apply(info, {"apiVersion": "serving.recop.dev/v1alpha1", "kind": "ModelVersion",
+                  "metadata": {"name": VERSION, "namespace": NAMESPACE},
+                  "spec": {"model": MODEL, "kind": "full", "source": f"s3://{BUCKET}/v1",
+                           "denseModelVersion": 1}})
+
+
+def _serve(parts: dict) -> str:
+    """A lookup through the shard servers and an inference on Triton with its rows."""
+    from tritonclient.grpc import InferenceServerClient, InferInput
+
+    from embedding.client import EmbeddingClient
+
+    shards = [[f"127.0.0.1:{s['lookup']}" for s in parts["servers"] if s["shard"] == i]
+              for i in range(SHARDS)]
+    ids = np.array([3, 1_000, 19_999], dtype=np.int64)
+    with EmbeddingClient(shards) as client:
+        rows = client.lookup({"user": ids, "item": ids})
+    inputs = []
+    for name in ("user", "item"):
+        tensor = InferInput(name, list(rows.values[name].shape), "FP32")
+        tensor.set_data_from_numpy(rows.values[name])
+        inputs.append(tensor)
+    scores = InferenceServerClient(parts["triton_grpc"]).infer("mlp", inputs).as_numpy("score")
+    def rounded(values) -> list[float]:
+        return [round(float(v), 4) for v in values]
+
+    return (f"lookup   ids {ids.tolist()} -> version {rows.version}, user[0][:4] = "
+            f"{rounded(rows.values['user'][0][:4])}\n"
+            f"infer    mlp(user, item) -> scores {rounded(scores.ravel())}")
+
+
+def _table(info: cluster.ClusterInfo, parts: dict) -> str:
+    model = json.loads(info.kubectl("-n", NAMESPACE, "get", "recmodel", MODEL,
+                                    "-o", "json").stdout).get("status", {})
+    version = json.loads(info.kubectl("-n", NAMESPACE, "get", "modelversion", VERSION,
+                                      "-o", "json").stdout).get("status", {})
+    rows = [
+        ("control plane", info.server, "kube-apiserver, etcd, controller-manager, "
+         "scheduler, KWOK (2 CPU, 2 GPU nodes)"),
+        ("operator", f"127.0.0.1:{parts['operator']['metrics']}/metrics",
+         parts["operator"]["log"]),
+        ("S3 (MinIO)", parts["minio"], f"bucket {BUCKET}"),
+        ("Kafka", parts["kafka"], f"topic {TOPIC}"),
+        ("Prometheus", parts["prometheus"], "scrapes the servers, Triton, the operator"),
+        ("Triton (CPU)", parts["triton_grpc"], "model mlp"),
+        *((f"embedding shard {s['shard']}", f"127.0.0.1:{s['lookup']}",
+           f"admin :{s['admin']}, metrics :{s['metrics']}") for s in parts["servers"]),
+        (f"recmodel/{MODEL}", model.get("phase", "-"),
+         f"{model.get('readyShards')}/{model.get('shards')} shards, active "
+         f"{model.get('activeVersion')}"),
+        (f"modelversion/{VERSION}", version.get("phase", "-"), version.get("reason") or ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b:<32}  {c}" for a, b, c in rows)
+
+
+def _wait(info: cluster.ClusterInfo) -> None:
+    info.kubectl("-n", NAMESPACE, "wait", "--for=jsonpath={.status.phase}=Active",
+                 f"modelversion/{VERSION}", "--timeout=180s", timeout=210)
+    info.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", f"recmodel/{MODEL}",
+                 "--timeout=120s", timeout=150)
+
+
+def _running() -> tuple[cluster.ClusterInfo, dict] | None:
+    info = cluster.running()
+    if info is None or not _saved_path().exists():
+        return None
+    parts = json.loads(_saved_path().read_text())
+    return (info, parts) if _healthy(parts["operator"]["health"]) else None
+
+
 def up() -> int:
     started = time.monotonic()
-    progress("control plane: building on first use (about 20 min on 2 cores), then starting")
-    info = cluster.ensure_up()
-    progress(f"control plane ready at {info.server}; installing the CRDs")
-    _install_crds(info)
-    info.kubectl("create", "namespace", NAMESPACE, check=False)
-    progress("starting the operator")
-    operator = _ensure_operator(info)
-    progress(f"applying RecModel {NAMESPACE}/{MODEL} and waiting until it is Ready")
-    info.kubectl("apply", "--server-side", "--field-manager=recop-dev", "-f", "-",
-                 input=json.dumps(DEMO))
-    for condition in ("condition=Ready", "jsonpath={.status.phase}=Ready"):
-        info.kubectl("-n", NAMESPACE, "wait", f"--for={condition}", f"recmodel/{MODEL}",
-                     "--timeout=180s", timeout=210)
-    print(_table(info, operator))
+    found = _running()
+    if found is None:
+        _stop_parts()
+        progress("control plane: built from Go modules on first use (about 20 min on 2 "
+                 "cores), then started")
+        info = cluster.ensure_up()
+        progress(f"control plane ready at {info.server}; installing the CRDs")
+        _install_crds(info)
+        info.kubectl("create", "namespace", NAMESPACE, check=False)
+        parts = _start_parts(info)
+        _saved_path().write_text(json.dumps(parts))
+        progress(f"applying RecModel {MODEL} and ModelVersion {VERSION}; waiting for Ready")
+        _apply_model(info, parts)
+    else:
+        info, parts = found
+        progress("already running")
+    _wait(info)
+    print(_table(info, parts))
+    print(_serve(parts))
     print(f"\nready in {time.monotonic() - started:.0f}s. Try:\n"
-          f"  KUBECONFIG={info.kubeconfig} {info.kubectl_bin} -n {NAMESPACE} "
-          "get rmodel,deploy,svc,pods -o wide\n"
-          f"  recop dev down      # stop everything")
+          f"  KUBECONFIG={info.kubeconfig} {info.kubectl_bin} -n {NAMESPACE} get rmodel,mv,"
+          "endpointslices\n  recop dev down      # stop everything")
     return 0
-
-
-def _table(info: cluster.ClusterInfo, operator: dict) -> str:
-    model = json.loads(info.kubectl("-n", NAMESPACE, "get", "recmodel", MODEL,
-                                    "-o", "json").stdout)
-    pods = json.loads(info.kubectl("-n", NAMESPACE, "get", "pods", "-l",
-                                   f"recop.dev/model={MODEL}", "-o", "json").stdout)["items"]
-    rows = [("control plane", info.server, "kube-apiserver, etcd, controller-manager, "
-             "scheduler, KWOK"),
-            ("operator", f"127.0.0.1:{operator['metrics_port']}/metrics",
-             f"log {operator['log']}")]
-    rows += [(p["metadata"]["name"], p["spec"].get("nodeName", "-"), p["status"].get("phase"))
-             for p in sorted(pods, key=lambda p: p["metadata"]["name"])]
-    status = model.get("status", {})
-    rows.append((f"recmodel/{MODEL}", status.get("phase", "-"),
-                 f"{status.get('readyShards')}/{status.get('shards')} shards, "
-                 f"{status.get('tritonReadyReplicas')} Triton"))
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{a:<{width}}  {b:<34}  {c}" for a, b, c in rows)
 
 
 def status() -> int:
-    info = cluster.running()
-    if info is None:
+    found = _running()
+    if found is None:
         print("not running: `recop dev up` starts it")
         return 1
-    saved = json.loads(_operator_info().read_text()) if _operator_info().exists() else None
-    if saved is None or not _healthy(saved["health_port"]):
-        print(f"control plane at {info.server}; the operator is not running")
-        return 1
-    print(_table(info, saved))
+    print(_table(*found))
     return 0
 
 
+def _stop_parts() -> None:
+    if _saved_path().exists():
+        for pid_file in json.loads(_saved_path().read_text())["pid_files"]:
+            stop_pid_file(Path(pid_file))
+        _saved_path().unlink()
+
+
 def down() -> int:
-    if _operator_info().exists():
-        stop_pid_file(Path(json.loads(_operator_info().read_text())["pid_file"]))
-    remove_state(NAME)
+    _stop_parts()
     cluster.down()
-    root = Path(os.environ.get("RECOP_STATE", "/tmp/recop-state"))
-    (root / "cluster.lock").unlink(missing_ok=True)
-    if root.exists() and not any(root.iterdir()):
-        root.rmdir()
+    shutil.rmtree(_root(), ignore_errors=True)
     progress("stopped; state removed")
     return 0
