@@ -63,8 +63,10 @@ def is_subset(desired: Any, live: Any) -> bool:
     value because the server rewrites them canonically ("1024Mi" -> "1Gi").
     """
     if isinstance(desired, dict):
+        # Go's `omitempty` drops empty strings: a field set to "" is absent when read back.
         return isinstance(live, dict) and all(
-            k in live and is_subset(v, live[k]) for k, v in desired.items())
+            is_subset(v, live[k]) if k in live else v == ""
+            for k, v in desired.items())
     if isinstance(desired, list):
         return (isinstance(live, list) and len(desired) == len(live)
                 and all(is_subset(d, v) for d, v in zip(desired, live, strict=True)))

@@ -21,3 +21,10 @@ def test_subset_ignores_server_added_fields_and_compares_quantities_by_value():
     assert is_subset(desired, live)
     assert not is_subset({"spec": {"replicas": 3}}, live)
     assert not is_subset({"spec": {"ports": [{"port": 1}, {"port": 2}]}}, live)
+
+
+def test_subset_takes_an_empty_string_for_an_omitted_field():
+    # The API server drops `value: ""` from an env var; it is no drift.
+    assert is_subset({"env": [{"name": "PREFIX", "value": ""}]}, {"env": [{"name": "PREFIX"}]})
+    assert not is_subset({"env": [{"name": "PREFIX", "value": "x"}]},
+                         {"env": [{"name": "PREFIX"}]})
