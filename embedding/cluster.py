@@ -16,7 +16,7 @@ import grpc
 from embedding.proto import GRPC_OPTIONS
 from embedding.proto import embedding_pb2 as pb
 from embedding.proto import embedding_pb2_grpc as rpc
-from recop.local.common import LOOPBACK, ManagedProcess, free_port, remove_state, wait_for_port
+from recop.local.common import LOOPBACK, ManagedProcess, free_port, remove_state
 
 
 class AdminClient:
@@ -94,13 +94,7 @@ def start_shard(shard_index: int, shard_count: int, env: dict[str, str] | None =
     if kafka_bootstrap:
         argv += ["--kafka-bootstrap", kafka_bootstrap, "--topic", topic]
     process = ManagedProcess(f"embedding-{lookup}", argv, env=env)
-    try:
-        for port in (lookup, admin):
-            wait_for_port(port, timeout, proc=process.proc)
-    except (RuntimeError, TimeoutError) as err:
-        process.stop()
-        raise RuntimeError(f"shard {shard_index} did not start: {err}\n"
-                           f"{process.log_tail()}") from err
+    process.wait_listening(lookup, admin, timeout=timeout, what=f"shard {shard_index}")
     return ShardProcess(shard_index, lookup, admin, metrics, process)
 
 

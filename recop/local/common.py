@@ -102,6 +102,16 @@ class ManagedProcess:
             )
         self.pid_path.write_text(str(self.proc.pid))
 
+    def wait_listening(self, *ports: int, timeout: float, what: str) -> None:
+        """Until the process accepts connections on every port; if it exits or times out
+        first, stop it and raise with the end of its log, which says why."""
+        try:
+            for port in ports:
+                wait_for_port(port, timeout, proc=self.proc)
+        except (RuntimeError, TimeoutError) as err:
+            self.stop()
+            raise RuntimeError(f"{what} did not start: {err}\n{self.log_tail()}") from err
+
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

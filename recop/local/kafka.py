@@ -27,7 +27,6 @@ from recop.local.common import (
     remove_state,
     state_dir,
     stop_pid_file,
-    wait_for_port,
 )
 
 KAFKA_VERSION = "4.1.1"
@@ -129,11 +128,7 @@ def start(port: int | None = None, version: str = KAFKA_VERSION, heap: str = "51
     if fmt.returncode != 0:
         raise RuntimeError(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
     process = ManagedProcess(NAME, _java(libs, "kafka.Kafka", str(config), heap=heap))
-    try:
-        wait_for_port(port, timeout, proc=process.proc)
-    except (RuntimeError, TimeoutError) as err:
-        process.stop()
-        raise RuntimeError(f"kafka did not start: {err}\n{process.log_tail()}") from err
+    process.wait_listening(port, timeout=timeout, what="kafka")
     return KafkaHandle(port=port, process=process)
 
 

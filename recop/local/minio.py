@@ -21,7 +21,6 @@ from recop.local.common import (
     remove_state,
     state_dir,
     stop_pid_file,
-    wait_for_port,
 )
 
 MINIO_MODULE = "github.com/minio/minio"
@@ -81,11 +80,7 @@ def start(port: int | None = None, timeout: float = 60) -> MinioHandle:
         env={"MINIO_ROOT_USER": access_key, "MINIO_ROOT_PASSWORD": secret_key,
              "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"},
     )
-    try:
-        wait_for_port(port, timeout, proc=process.proc)
-    except (RuntimeError, TimeoutError) as err:
-        process.stop()
-        raise RuntimeError(f"minio did not start: {err}\n{process.log_tail()}") from err
+    process.wait_listening(port, timeout=timeout, what="minio")
     return MinioHandle(port=port, access_key=access_key, secret_key=secret_key, process=process)
 
 

@@ -23,7 +23,6 @@ from recop.local.common import (
     remove_state,
     state_dir,
     stop_pid_file,
-    wait_for_port,
 )
 
 NAME = "prometheus"
@@ -98,11 +97,7 @@ def start(port: int | None = None, interval: str = "1s", timeout: float = 30) ->
         f"--web.listen-address={LOOPBACK}:{port}", "--storage.tsdb.retention.time=2h",
         "--web.enable-lifecycle",
     ], directory=workdir)
-    try:
-        wait_for_port(port, timeout, proc=process.proc)
-    except (RuntimeError, TimeoutError) as err:
-        process.stop()
-        raise RuntimeError(f"prometheus did not start: {err}\n{process.log_tail()}") from err
+    process.wait_listening(port, timeout=timeout, what="prometheus")
     return PrometheusHandle(port, targets, process)
 
 

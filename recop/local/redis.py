@@ -19,7 +19,6 @@ from recop.local.common import (
     remove_state,
     state_dir,
     stop_pid_file,
-    wait_for_port,
 )
 
 NAME = "redis"
@@ -53,11 +52,7 @@ def start(port: int | None = None, timeout: float = 15) -> RedisHandle:
         str(binary), "--port", str(port), "--bind", LOOPBACK, "--save", "",
         "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "yes",
     ])
-    try:
-        wait_for_port(port, timeout, proc=process.proc)
-    except (RuntimeError, TimeoutError) as err:
-        process.stop()
-        raise RuntimeError(f"redis did not start: {err}\n{process.log_tail()}") from err
+    process.wait_listening(port, timeout=timeout, what="redis")
     return RedisHandle(port=port, process=process)
 
 

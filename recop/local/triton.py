@@ -23,7 +23,6 @@ from recop.local.common import (
     free_port,
     progress,
     state_dir,
-    wait_for_port,
 )
 
 VERSION = "0.7.0"
@@ -89,11 +88,7 @@ def start(model_repository: Path, timeout: float = 60) -> TritonHandle:
         f"--cache-directory={work / 'cache'}", f"--http-address={LOOPBACK}",
         f"--grpc-address={LOOPBACK}", f"--http-port={http}", f"--grpc-port={grpc}",
         f"--metrics-port={metrics}", "--allow-metrics=true"], env=env, directory=work)
-    try:
-        wait_for_port(grpc, timeout, proc=process.proc)
-    except (RuntimeError, TimeoutError) as err:
-        process.stop()
-        raise RuntimeError(f"tritonserver did not start: {err}\n{process.log_tail()}") from err
+    process.wait_listening(grpc, timeout=timeout, what="tritonserver")
     return TritonHandle(http, grpc, metrics, process)
 
 
