@@ -1,10 +1,13 @@
 """ABTest handlers: ramp the weights, apply the routes, stop variants that breach a
-guardrail, pack the arms (the RecModel controller applies the placement), conclude with
-a verdict, report status. The logic lives in the pure abtest_* modules.
+guardrail and free their resources, pack the running arms (the RecModel controller
+applies the placement), conclude with a verdict, report status and conditions. The
+logic lives in the pure abtest_* modules.
 
 The operator never writes an ABTest's (or a RecModel's) spec: a Promote verdict is a
 status field and an Event, and the routes send all traffic to the winner until the user
-or the GitOps pipeline applies the promotion and deletes the test.
+or the GitOps pipeline applies the promotion and deletes the test. A stopped arm's
+RecModel is scaled to zero through the test's status (freedModels), which the RecModel
+controller reads, never through the RecModel itself.
 
 Periodic work (the ramp's steps, guardrail checks) runs in one operator-level task
 (started with the first ABTest event), which re-reconciles the ABTests the watch has shown this
@@ -12,56 +15,71 @@ process. Not kopf.timer/daemon: Kopf would put a finalizer on every ABTest for t
 though nothing outside the cluster needs cleaning (the routes are owned objects,
 garbage-collected with the test). Not kopf.TemporaryError re-driving either: each retry
 is logged as a failure, posted as an Event and written to the object's annotations.
+Kopf's peering pauses only its own handlers, timers and daemons, so the task reads the
+peering object itself and skips its rounds while a peer acts (controllers/abtest_peering).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import urllib.parse
-import urllib.request
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import kopf
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from controllers import abtest_costs as costs
 from controllers import abtest_ramp as ramp
 from controllers import recmodel
-from controllers.abtest_guardrails import arm_query, breaches
-from controllers.abtest_placement import fingerprint
+from controllers.abtest_conditions import Outcome, conditions, message_of
+from controllers.abtest_guardrails import arm_query, breaches, guardrail_queries
+from controllers.abtest_peering import paused
+from controllers.abtest_placement import fingerprint, freed_models, released_arms
 from controllers.abtest_routes import routes
-from controllers.abtest_verdict import decide
+from controllers.abtest_verdict import Counts, count_queries, decide
 from controllers.kubeapi import kube
-from costmodel import InfeasibleError, solve
+from costmodel import InfeasibleError, Placement, solve
 from recop.api import ABTEST, RECMODEL
-from recop.api.abtest import ABTestSpec, ABTestStatus, Phase
+from recop.api.abtest import ABTestSpec, ABTestStatus, Phase, Verdict
 from recop.api.common import API_VERSION, GROUP, VERSION, parse_duration
 from recop.api.recmodel import RecModelSpec
 from recop.kube import Kube, is_subset
+from recop.prometheus import PrometheusError, query_range_values, query_value
 
 RESOURCE = (GROUP, VERSION, ABTEST.plural)
 STATUS_MANAGER = "recop-abtest"
 # Seconds between periodic checks; tests shorten it.
 INTERVAL = float(os.environ.get("RECOP_ABTEST_INTERVAL", "30"))
+NO_PROMETHEUS = "no Prometheus to read metrics from: set RECOP_PROMETHEUS_URL"
 
 _known: set[tuple[str, str]] = set()
-_refusals: dict[tuple[str, str], str] = {}
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
 
-def prometheus_sample(query: str) -> float | None:
-    """First value of an instant query against $RECOP_PROMETHEUS_URL; None: no data."""
-    url = os.environ["RECOP_PROMETHEUS_URL"].rstrip("/") + "/api/v1/query?" + \
-        urllib.parse.urlencode({"query": query})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.load(response)
-    if body.get("status") != "success":
-        raise RuntimeError(f"query {query!r} failed: {body}")
-    result = body["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
+def _prometheus() -> str | None:
+    return os.environ.get("RECOP_PROMETHEUS_URL")
+
+
+async def _values(queries: list[str], at: datetime | None = None
+                  ) -> tuple[dict[str, float | None], list[str]]:
+    """query -> value for each query Prometheus answered, and the errors of the others."""
+    url = _prometheus()
+    if url is None:
+        return {}, [NO_PROMETHEUS] if queries else []
+    answers = await asyncio.gather(*(query_value(url, q, at=at) for q in queries),
+                                   return_exceptions=True)
+    values, errors = {}, []
+    for query, answer in zip(queries, answers, strict=True):
+        if isinstance(answer, PrometheusError):
+            errors.append(str(answer))
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            values[query] = answer
+    return values, errors
 
 
 async def reconcile(namespace: str, name: str, logger) -> None:
@@ -76,45 +94,67 @@ async def reconcile(namespace: str, name: str, logger) -> None:
 
 async def _reconcile(client: Kube, body: dict, logger) -> None:
     meta = body["metadata"]
+    generation = meta.get("generation")
     previous = ABTestStatus.model_validate(body.get("status") or {})
     try:
         spec = ABTestSpec.model_validate(body["spec"])
     except ValidationError as exc:
-        await _report(client, body, previous.model_copy(update={"phase": Phase.FAILED}))
+        # The CRD schema refuses nearly all of this: reaching here means a schema older
+        # than the operator.
+        failed = Outcome(False, "InvalidSpec", str(exc)[:1024])
+        await _report(client, body, previous.model_copy(update={
+            "phase": Phase.FAILED, "observed_generation": generation,
+            "conditions": conditions(previous.conditions, generation, phase=Phase.FAILED,
+                                     percent=0, routed=failed, placed=None, breaches={},
+                                     stopped=[], verdict=None, problems=[])}))
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
     now = datetime.now(UTC).replace(microsecond=0)
     started_at = previous.started_at or now
     stopped = set(previous.stopped_arms)
+    problems: list[str] = []
 
     verdict = previous.verdict
     if verdict is None and now >= started_at + timedelta(
             seconds=parse_duration(spec.duration)):
-        verdict = await _conclude(spec, started_at, now, stopped, body)
+        verdict, errors = await _conclude(spec, started_at, now, stopped)
+        problems += errors
+        if verdict is not None:
+            kopf.info(body, reason=verdict.action or "Concluded",
+                      message=f"{verdict.test}: winner {verdict.winner or 'none'}; "
+                              f"{verdict.summary}"[:1024])
     concluded = verdict is not None
+    found: dict[str, str] = {}
     if spec.guardrails and not concluded:
-        if "RECOP_PROMETHEUS_URL" not in os.environ:
-            raise kopf.PermanentError("guardrails need RECOP_PROMETHEUS_URL")
-        found = await asyncio.to_thread(breaches, spec, stopped, prometheus_sample)
+        values, errors = await _values(guardrail_queries(spec, stopped))
+        problems += errors
+        found = breaches(spec, stopped, values.get)
         for arm, reason in found.items():
             logger.warning("stopping %s: %s", arm, reason)
-            kopf.warn(body, reason="GuardrailBreached", message=f"stopped {arm}: {reason}")
+            kopf.warn(body, reason="GuardrailBreached",
+                      message=f"stopped {arm} and freed its resources: {reason}")
         stopped |= set(found)
 
     percent = ramp.ramp_percent(spec, started_at, now)
     winner = (verdict.winner if verdict and verdict.action == "Promote"
               else spec.baseline.name) if concluded else None
     weights = ramp.applied_weights(spec, percent, stopped, winner)
-    # A concluded test frees every arm but the one that now takes the traffic; their
-    # users' arm headers lead to the baseline.
-    unplaced = {a for a, w in weights.items() if w == 0} if concluded else stopped
-    desired = routes(meta["name"], meta["namespace"], meta["uid"], spec, weights, unplaced)
-    for obj in desired:
+    released = released_arms(spec, stopped, weights, concluded)
+    for obj in routes(meta["name"], meta["namespace"], meta["uid"], spec, weights, released):
         live = await client.get(obj["apiVersion"], obj["kind"], meta["namespace"],
                                 meta["name"])
         if live is None or not is_subset(obj, live):
             await client.apply(obj)
+    routed = Outcome(True, "RoutesApplied", "weights " + ", ".join(
+        f"{arm} {w}%" for arm, w in weights.items()))
 
-    placed = await _place(client, spec, meta["namespace"], weights, unplaced, previous, body)
+    placed, fields, errors = await _place(client, spec, meta["namespace"], weights,
+                                          released, previous)
+    problems += errors
+    freed = freed_models(spec, released)
+    if set(freed) - set(previous.freed_models):
+        kopf.info(body, reason="ResourcesFreed", message=(
+            f"scaled {', '.join(sorted(set(freed) - set(previous.freed_models)))} to zero "
+            "replicas: no running arm serves them"))
 
     if concluded:
         phase = Phase.CONCLUDED
@@ -123,80 +163,96 @@ async def _reconcile(client: Kube, body: dict, logger) -> None:
     else:
         phase = Phase.RUNNING if ramp.fully_ramped(percent) else Phase.RAMPING
     order = [spec.baseline.name, *(v.name for v in spec.variants)]
+    stopped_arms = [a for a in order if a in stopped]
+    status_conditions = conditions(
+        previous.conditions, generation, phase=phase, percent=percent, routed=routed,
+        placed=placed, breaches=found, stopped=stopped_arms, verdict=verdict,
+        problems=problems)
+    _post_changes(body, previous, placed, problems)
     await _report(client, body, previous.model_copy(update={
-        "phase": phase, "observed_generation": meta.get("generation"),
+        "phase": phase, "observed_generation": generation, "conditions": status_conditions,
         "started_at": started_at, "applied_weights": weights,
-        "bucket_weights": ramp.bucket_weights(spec, percent),
-        "stopped_arms": [a for a in order if a in stopped], "verdict": verdict, **placed}))
+        "bucket_weights": ramp.bucket_weights(spec, percent), "stopped_arms": stopped_arms,
+        "freed_models": freed, "verdict": verdict, **fields}))
+
+
+def _post_changes(body: dict, previous: ABTestStatus, placed: Outcome,
+                  problems: list[str]) -> None:
+    """Events for what a user must see, once per change rather than once per check:
+    a placement that fails, metrics that cannot be read."""
+    was_placed = next((c for c in previous.conditions if c.type == "Placed"), None)
+    if not placed.ok and (was_placed is None or was_placed.message != placed.message):
+        kopf.warn(body, reason=placed.reason, message=placed.message[:1024])
+    elif placed.ok and (was_placed is None or was_placed.message != placed.message):
+        kopf.info(body, reason="Placed", message=placed.message[:1024])
+    text = "; ".join(problems)
+    degraded = message_of(previous.conditions, "Degraded") or ""
+    if problems and text not in degraded:
+        kopf.warn(body, reason="MetricsUnavailable", message=text[:1024])
 
 
 async def _conclude(spec: ABTestSpec, started_at: datetime, now: datetime,
-                    stopped: set[str], body: dict):
-    """The verdict from the success metric's history since the start (one sample per
-    step of a range query), posted as an Event; Promote is for the pipeline to apply."""
-    samples = {}
-    if "RECOP_PROMETHEUS_URL" in os.environ:
-        for arm in (spec.baseline, *spec.variants):
-            samples[arm.name] = await asyncio.to_thread(
-                prometheus_range, arm_query(spec.success_metric.query, arm.name),
-                started_at, now)
-    verdict = decide(spec, samples, stopped, now)
-    kopf.info(body, reason=verdict.action or "Concluded",
-              message=f"{verdict.test}: winner {verdict.winner or 'none'}; {verdict.summary}"
-              [:1024])
-    return verdict
-
-
-def prometheus_range(query: str, start: datetime, end: datetime) -> list[float]:
-    """Values of the first series of a range query (at most ~10,000 points)."""
-    step = max(1, int((end - start).total_seconds() // 10_000))
-    url = os.environ["RECOP_PROMETHEUS_URL"].rstrip("/") + "/api/v1/query_range?" + \
-        urllib.parse.urlencode({"query": query, "start": start.timestamp(),
-                                "end": end.timestamp(), "step": step})
-    with urllib.request.urlopen(url, timeout=30) as response:
-        body = json.load(response)
-    if body.get("status") != "success":
-        raise RuntimeError(f"query {query!r} failed: {body}")
-    result = body["data"]["result"]
-    return [float(v) for _, v in result[0]["values"]] if result else []
+                    stopped: set[str]) -> tuple[Verdict | None, list[str]]:
+    """The verdict from the success metric over the test (None while the metrics cannot
+    be read: a verdict is final, so it is never made without them)."""
+    url = _prometheus()
+    if url is None:
+        return None, [NO_PROMETHEUS]
+    try:
+        if spec.success_metric.successes is not None:
+            queries = count_queries(spec, started_at, now)
+            flat = [q for pair in queries.values() for q in pair]
+            values, errors = await _values(flat, at=now)
+            if errors:
+                return None, errors
+            counts = {arm: Counts(values[s] or 0.0, values[t] or 0.0)
+                      for arm, (s, t) in queries.items()}
+            return decide(spec, {}, stopped, now, counts), []
+        samples = {arm.name: await query_range_values(
+            url, arm_query(spec.success_metric.query, arm.name), started_at, now)
+            for arm in (spec.baseline, *spec.variants)}
+        return decide(spec, samples, stopped, now), []
+    except PrometheusError as exc:
+        return None, [str(exc)]
 
 
 async def _place(client: Kube, spec: ABTestSpec, namespace: str, weights: dict[str, int],
-                 stopped: set[str], previous: ABTestStatus, body: dict) -> dict:
+                 released: set[str], previous: ABTestStatus
+                 ) -> tuple[Outcome, dict, list[str]]:
     """Re-pack the running arms for the current weights and measurements; the baseline
-    stays on its node (solve's `current`). Returns the status fields to update: none
-    while an arm's RecModel is missing or no placement fits (the last one stays)."""
-    models = {}
+    stays on its node (solve's `current`) with its first figures. Returns the Placed
+    outcome, the status fields to update (none while no placement fits: the last one
+    stays) and the metric errors."""
+    models: dict[str, RecModelSpec] = {}
     for arm in (spec.baseline, *spec.variants):
         obj = await client.get(API_VERSION, RECMODEL.kind, namespace, arm.model)
         if obj is None:
-            return {}
+            return Outcome(False, "RecModelMissing",
+                           f"RecModel {arm.model} (arm {arm.name}) does not exist"), {}, []
         models[arm.model] = RecModelSpec.model_validate(obj["spec"])
-    sample = (prometheus_sample if spec.cost.measurement == "prometheus"
-              and "RECOP_PROMETHEUS_URL" in os.environ else _no_sample)
+    values, errors = await _values(costs.cost_queries(spec, namespace, models, released))
     nodes = await client.list("v1", "Node")
-
-    def pack():
-        model_costs = costs.model_costs(spec, namespace, models, weights, stopped, sample)
-        current = {a.arm: a.node for a in previous.assignments if a.node}
-        placement = solve(model_costs, costs.node_pool(nodes), current=current)
-        return costs.assignments(spec, placement), costs.cost_sources(model_costs)
-
+    model_costs = costs.model_costs(spec, namespace, models, weights, released, values,
+                                    previous.cost_sources)
+    current = {a.arm: a.node for a in previous.assignments if a.node}
     try:
-        assignments, sources = await asyncio.to_thread(pack)
+        placement = await asyncio.to_thread(solve, model_costs, costs.node_pool(nodes),
+                                            current)
     except InfeasibleError as exc:
-        # Once per distinct refusal, not once per periodic check.
-        key = (namespace, body["metadata"]["name"])
-        if _refusals.get(key) != str(exc):
-            _refusals[key] = str(exc)
-            kopf.warn(body, reason="CannotPlace", message=str(exc))
-        return {}
-    _refusals.pop((namespace, body["metadata"]["name"]), None)
-    return {"assignments": assignments, "cost_sources": sources}
+        return Outcome(False, "CannotPlace", str(exc)), {}, errors
+    return Outcome(True, "Placed", _summary(placement)), {
+        "assignments": costs.assignments(spec, placement),
+        "cost_sources": costs.cost_sources(model_costs)}, errors
 
 
-def _no_sample(_query: str) -> None:
-    return None
+def _summary(placement: Placement) -> str:
+    """Cores, the bound and the naive deployment, and the arms whose SLO is at risk."""
+    p = placement
+    text = (f"{len(p.models)} arm(s) on {p.cores_used} core(s) by {p.solver}"
+            f"{' (optimal)' if p.optimal else ''}; lower bound {p.lower_bound_cores}, "
+            f"one pod per arm {p.naive_cores}")
+    risks = [f"{r.model} {r.level}: {r.reason}" for r in p.risks if r.level != "ok"]
+    return text + ("; SLO risk: " + "; ".join(risks) if risks else "")
 
 
 async def _report(client: Kube, body: dict, status: ABTestStatus) -> None:
@@ -223,8 +279,8 @@ _placed: dict[tuple[str, str], tuple] = {}
 
 
 async def _replace_arms(namespace: str, name: str, body: dict | None, logger) -> None:
-    """When a test's assignments change (or it goes), re-reconcile the arm models: the
-    RecModel controller applies the placement to their Deployments."""
+    """When a test's assignments or freed models change (or it goes), re-reconcile the
+    arm models: the RecModel controller applies the placement to their Deployments."""
     new = fingerprint(body) if body else ()
     old = _placed.get((namespace, name), ())
     if new == old:
@@ -235,6 +291,38 @@ async def _replace_arms(namespace: str, name: str, body: dict | None, logger) ->
 
 
 _ticker: asyncio.Task | None = None
+_settings: kopf.OperatorSettings | None = None
+
+
+@kopf.on.startup(id="abtest-peering")
+async def remember_settings(settings: kopf.OperatorSettings, **_):
+    """Kopf has set the peering settings (priority, standalone, scope) by now."""
+    global _settings
+    _settings = settings
+
+
+async def _paused(logger) -> bool:
+    """Whether a peer acts instead of this replica. Only cluster-wide peering is read
+    (the chart's); a namespaced operator runs standalone (the e2e tests, `recop dev`)."""
+    if _settings is None or _settings.peering.standalone or not _settings.peering.clusterwide:
+        return False
+    peering = _settings.peering
+    api = k8s.CustomObjectsApi((await kube()).api)
+    try:
+        listed = await api.list_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings")
+    except ApiException as exc:
+        if exc.status == 404:  # no peering CRD: Kopf runs unpaused (peering not mandatory)
+            return False
+        raise
+    mine = next((o for o in listed.get("items", [])
+                 if o["metadata"]["name"] == peering.name), None)
+    if mine is None:
+        return False
+    now = datetime.now(UTC)
+    if paused(mine.get("status") or {}, peering.priority, now):
+        logger.debug("ABTest checks paused: a peer of higher or equal priority acts")
+        return True
+    return False
 
 
 def _start_ticker(logger) -> None:
@@ -249,6 +337,11 @@ def _start_ticker(logger) -> None:
 async def _tick(logger) -> None:
     while True:
         await asyncio.sleep(INTERVAL)
+        try:
+            if await _paused(logger):
+                continue
+        except Exception:  # unknown is not paused: Kopf itself keeps acting then
+            logger.exception("ABTest checks: cannot read the peering object")
         for namespace, name in sorted(_known):
             try:
                 await reconcile(namespace, name, logger)

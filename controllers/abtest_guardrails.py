@@ -17,6 +17,12 @@ def breached(guardrail: Guardrail, value: float) -> bool:
     return value < guardrail.threshold
 
 
+def guardrail_queries(spec: ABTestSpec, stopped: set[str]) -> list[str]:
+    """Every query `breaches` will sample, for the controller to run."""
+    return sorted({arm_query(g.query, v.name) for v in spec.variants if v.name not in stopped
+                   for g in spec.guardrails})
+
+
 def breaches(spec: ABTestSpec, stopped: set[str],
              sample: Callable[[str], float | None]) -> dict[str, str]:
     """Variant -> reason, for each running variant breaching a guardrail. `sample` runs

@@ -25,6 +25,8 @@ from costmodel.model import (
     NodeUsage,
     Placement,
     SloRisk,
+    Taint,
+    Toleration,
     split_qps,
 )
 from costmodel.report import render
@@ -45,6 +47,8 @@ __all__ = [
     "PackingOptions",
     "Placement",
     "SloRisk",
+    "Taint",
+    "Toleration",
     "arm_for_bucket",
     "assign_arm",
     "bucket",

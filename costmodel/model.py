@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Role = Literal["baseline", "variant"]
 RiskLevel = Literal["ok", "watch", "breach"]
 SolverName = Literal["exact-milp", "heuristic"]
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
 # GPU shares are integers in units of 1/10,000 of a GPU so that sums are exact: a float sum
 # of 0.1s can land above 1.0 and a "never over-commit" check must not depend on rounding.
@@ -37,6 +38,35 @@ class Measured(FrozenModel):
         return cls(value=value, source="spec")
 
 
+class Taint(FrozenModel):
+    key: str = Field(min_length=1)
+    value: str = ""
+    effect: TaintEffect
+
+    @property
+    def hard(self) -> bool:
+        """Whether the scheduler refuses a pod that does not tolerate it (PreferNoSchedule
+        only lowers a node's score)."""
+        return self.effect != "PreferNoSchedule"
+
+
+class Toleration(FrozenModel):
+    """Kubernetes' toleration: Exists with no key tolerates every taint; no effect
+    matches every effect."""
+
+    key: str = ""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str = ""
+    effect: TaintEffect | None = None
+
+    def tolerates(self, taint: Taint) -> bool:
+        if self.effect is not None and self.effect != taint.effect:
+            return False
+        if self.operator == "Exists":
+            return not self.key or self.key == taint.key
+        return self.key == taint.key and self.value == taint.value
+
+
 class Node(FrozenModel):
     name: str = Field(min_length=1)
     cpu_millicores: int = Field(ge=0, description="allocatable CPU")
@@ -44,6 +74,7 @@ class Node(FrozenModel):
     gpu_count: int = Field(default=0, ge=0)
     gpu_memory_bytes: int = Field(default=0, ge=0, description="memory of each GPU")
     labels: dict[str, str] = Field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
     # Requests of pods that are not ours (or not part of this packing) already on the node.
     reserved_cpu_millicores: int = Field(default=0, ge=0)
     reserved_memory_bytes: int = Field(default=0, ge=0)
@@ -64,6 +95,12 @@ class Node(FrozenModel):
 
     def matches(self, selector: Mapping[str, str]) -> bool:
         return all(self.labels.get(k) == v for k, v in selector.items())
+
+    def admits(self, tolerations: tuple[Toleration, ...]) -> bool:
+        """Whether a pod with these tolerations may be scheduled here."""
+        return all(
+            any(t.tolerates(taint) for t in tolerations) for taint in self.taints if taint.hard
+        )
 
 
 class NodePool(FrozenModel):
@@ -94,6 +131,7 @@ class ModelCost(FrozenModel):
         default=0.7, gt=0, le=1, description="SLO headroom: the highest utilisation allowed"
     )
     node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
 
     @property
     def cpu_cores_busy(self) -> float:

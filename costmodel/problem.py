@@ -85,13 +85,15 @@ def build_problem(
     node_index = {n.name: i for i, n in enumerate(nodes)}
     current = current or {}
     items = []
-    by_selector: dict[tuple[tuple[str, str], ...], tuple[int, ...]] = {}  # most share one
+    by_selector: dict[tuple, tuple[int, ...]] = {}  # most models share one
     for m in sorted_models:
         cur = node_index.get(current.get(m.name, ""))
-        selector = tuple(sorted(m.node_selector.items()))
+        selector = (tuple(sorted(m.node_selector.items())), m.tolerations)
         if selector not in by_selector:
             by_selector[selector] = tuple(
-                i for i, n in enumerate(nodes) if n.matches(m.node_selector)
+                i
+                for i, n in enumerate(nodes)
+                if n.matches(m.node_selector) and n.admits(m.tolerations)
             )
         eligible = by_selector[selector]
         # Stability: a running baseline is never evicted, so it may only stay where it is
@@ -109,7 +111,10 @@ def build_problem(
             eligible=eligible,
             current=cur,
         )
-        _check_fits_alone(item, nodes)
+        untolerated = tuple(
+            n.name for n in nodes if n.matches(m.node_selector) and not n.admits(m.tolerations)
+        )
+        _check_fits_alone(item, nodes, untolerated)
         items.append(item)
     return Problem(sorted_models, nodes, tuple(items), move_cost)
 
@@ -132,10 +137,16 @@ def _alone_shortfalls(item: Item, node: Node) -> list[tuple[str, float]]:
     return short
 
 
-def _check_fits_alone(item: Item, nodes: tuple[Node, ...]) -> None:
-    """Raise if no eligible node could hold the item even if nothing else were placed."""
+def _check_fits_alone(item: Item, nodes: tuple[Node, ...], untolerated: tuple[str, ...]) -> None:
+    """Raise if no eligible node could hold the item even if nothing else were placed.
+    `untolerated`: nodes its selector matches whose taints it does not tolerate."""
+    tainted = (
+        f"; its tolerations exclude the tainted {', '.join(untolerated)}" if untolerated else ""
+    )
     if not item.eligible:
-        raise InfeasibleError(item.name, "nodes", 1, "no node matches its node selector")
+        raise InfeasibleError(
+            item.name, "nodes", 1, f"no node matches its node selector and tolerations{tainted}"
+        )
     best: tuple[int, str, list[tuple[str, float]]] | None = None
     for i in item.eligible:
         short = _alone_shortfalls(item, nodes[i])
@@ -155,5 +166,5 @@ def _check_fits_alone(item: Item, nodes: tuple[Node, ...]) -> None:
         resource,
         amount,
         f"even alone on the closest eligible node {best[1]!r}{pinned}; "
-        f"all shortfalls there: {best[2]}",
+        f"all shortfalls there: {best[2]}{tainted}",
     )

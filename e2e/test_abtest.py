@@ -1,6 +1,7 @@
 """The ABTest controller on the real control plane: Gateway API routes with the ramped
 weights and per-arm header rules, the cost model's placement on the arms' Triton pods,
-and a guardrail breach (from a real Prometheus) that stops a variant.
+a guardrail breach (from a real Prometheus) that stops a variant and scales its pods
+away while the baseline's keep running, and verdicts that name their test.
 
 No gateway controller runs here: the API server stores and validates the routes against
 the Gateway API CRDs, which is what the operator is responsible for.
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from controllers import labels as L
-from e2e.support import OperatorProcess, get_json, wait_for
+from e2e.support import REPO, OperatorProcess, get_json, wait_for
 from recop.local import gateway_api, prometheus
 from recop.local.common import LOOPBACK
 from recop.quantity import parse
@@ -24,12 +26,19 @@ NS = "e2e-abtest"
 # Error ratio per arm, as the arms' servers would export it; the test changes it.
 ERRORS = {"control": 0.0, "wide": 0.0, "deep": 0.0}
 CTR = {"control": 0.10, "wide": 0.10, "deep": 0.12}
+# Clicks per second per arm at 1,000 impressions per second: counters for the z-test.
+CLICKS = {"control": 100, "wide": 100, "deep": 130}
+STARTED = time.time()
 
 
 class _Metrics(BaseHTTPRequestHandler):
     def do_GET(self):
         text = "".join(f'recop_e2e_error_ratio{{arm="{a}"}} {v}\n' for a, v in ERRORS.items())
         text += "".join(f'recop_e2e_ctr{{arm="{a}"}} {v}\n' for a, v in CTR.items())
+        elapsed = time.time() - STARTED
+        text += "".join(f'recop_e2e_clicks_total{{arm="{a}"}} {v * elapsed}\n'
+                        f'recop_e2e_impressions_total{{arm="{a}"}} {1000 * elapsed}\n'
+                        for a, v in CLICKS.items())
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.end_headers()
@@ -132,6 +141,23 @@ def placed(cluster) -> dict[str, dict]:
     return {a["model"]: a for a in status.get("assignments", [])}
 
 
+def conditions(cluster, name: str = "ranker-exp") -> dict[str, dict]:
+    status = get_json(cluster, "-n", NS, "abtest", name)["status"]
+    return {c["type"]: c for c in status.get("conditions", [])}
+
+
+def pods(cluster, model: str) -> dict[str, str]:
+    """name -> uid of the model's pods (embedding servers and Triton) not being deleted."""
+    items = get_json(cluster, "-n", NS, "pods", "-l", f"{L.MODEL}={model}")["items"]
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in items
+            if not p["metadata"].get("deletionTimestamp")}
+
+
+def deployment_replicas(cluster, model: str) -> dict[str, int]:
+    items = get_json(cluster, "-n", NS, "deployments", "-l", f"{L.MODEL}={model}")["items"]
+    return {d["metadata"]["name"]: d["spec"]["replicas"] for d in items}
+
+
 def test_arm_pods_get_the_computed_resources_on_the_chosen_nodes(cluster, running):
     wait_for(lambda: len(placed(cluster)) == 3, timeout=60, what="three assignments")
     assignments = placed(cluster)
@@ -139,7 +165,17 @@ def test_arm_pods_get_the_computed_resources_on_the_chosen_nodes(cluster, runnin
     assert assignments["ranker"]["cpuMillicores"] % 1000 == 0
     sources = get_json(cluster, "-n", NS, "abtest", "ranker-exp")["status"]["costSources"]
     assert {(s["arm"], s["figure"]) for s in sources} >= {("wide", "qps"),
-                                                          ("wide", "memory_bytes")}
+                                                          ("wide", "memoryBytes")}
+    # No Triton history in this Prometheus: each figure says it is the RecModel's request.
+    assert {s["source"] for s in sources if s["figure"] == "memoryBytes"} == \
+        {"spec:RecModel ranker", "spec:RecModel ranker-wide", "spec:RecModel ranker-deep"}
+    wait_for(lambda: conditions(cluster).get("Ready", {}).get("status") == "True",
+             timeout=60, what="the test to be Ready")
+    c = conditions(cluster)
+    assert (c["Placed"]["status"], c["Routed"]["status"]) == ("True", "True")
+    assert c["Degraded"]["status"] == "False"
+    generation = get_json(cluster, "-n", NS, "abtest", "ranker-exp")["metadata"]["generation"]
+    assert {x["observedGeneration"] for x in c.values()} == {generation}
     for model, a in assignments.items():
         assert a["node"].startswith("kwok-gpu-")
 
@@ -158,7 +194,11 @@ def test_arm_pods_get_the_computed_resources_on_the_chosen_nodes(cluster, runnin
         assert parse(resources["limits"]["memory"]) == a["memoryBytes"]
 
 
-def test_guardrail_breach_stops_the_variant(cluster, operator, running):
+def test_guardrail_breach_stops_the_variant_and_frees_its_pods(cluster, operator, running):
+    # Settled: one embedding server and one Triton pod each, the placed rollout done.
+    wait_for(lambda: all(len(pods(cluster, m)) == 2 for m in ("ranker", "ranker-wide")),
+             timeout=90, what="the arms' pods to settle")
+    baseline_pods = pods(cluster, "ranker")
     ERRORS["wide"] = 0.5
     wait_for(lambda: get_json(cluster, "-n", NS, "abtest", "ranker-exp")["status"]
              .get("stoppedArms") == ["wide"], timeout=60,
@@ -176,6 +216,18 @@ def test_guardrail_breach_stops_the_variant(cluster, operator, running):
     # Its placement is withdrawn: the baseline and the other variant keep theirs.
     wait_for(lambda: set(placed(cluster)) == {"ranker", "ranker-deep"}, timeout=30,
              what="the stopped variant's assignment to go")
+    breached = conditions(cluster)["GuardrailBreached"]
+    assert breached["status"] == "True" and "stopped wide" in breached["message"]
+    # Its resources are freed: every Deployment of its model at zero, its pods gone...
+    status = get_json(cluster, "-n", NS, "abtest", "ranker-exp")["status"]
+    assert status["freedModels"] == ["ranker-wide"]
+    wait_for(lambda: set(deployment_replicas(cluster, "ranker-wide").values()) == {0},
+             timeout=60, what=f"ranker-wide scaled to zero (log: {operator.log_path})")
+    wait_for(lambda: not pods(cluster, "ranker-wide"), timeout=90,
+             what="ranker-wide's pods to go")
+    # ...while the baseline's pods were never replaced.
+    assert pods(cluster, "ranker") == baseline_pods
+    assert set(deployment_replicas(cluster, "ranker-deep").values()) == {1}
 
 
 def test_at_the_end_a_verdict_names_the_test_and_promotes_the_winner(cluster, operator):
@@ -204,3 +256,90 @@ def test_at_the_end_a_verdict_names_the_test_and_promotes_the_winner(cluster, op
     # The operator never writes the spec: promotion is the pipeline's to apply.
     assert get_json(cluster, "-n", NS, "abtest", "ctr-exp")["spec"]["baseline"]["model"] \
         == "ctr-a"
+    concluded = conditions(cluster, "ctr-exp")["Concluded"]
+    assert concluded["reason"] == "Promote" and concluded["message"].startswith("welch-t:")
+
+
+def test_a_proportion_metric_is_decided_by_the_two_proportion_z_test(cluster, operator):
+    counted = json.loads(json.dumps(ABTEST))
+    counted["metadata"]["name"] = "ctr-counts"
+    spec = counted["spec"]
+    spec.pop("guardrails")
+    spec["baseline"]["model"], spec["variants"][0]["model"] = "cnt-a", "cnt-b"
+    spec["variants"][1]["model"] = "cnt-c"
+    spec.update(duration="15s", successMetric={
+        "name": "ctr",
+        "successes": 'sum(increase(recop_e2e_clicks_total{arm="$arm"}[$window]))',
+        "trials": 'sum(increase(recop_e2e_impressions_total{arm="$arm"}[$window]))'},
+        analysis={"test": "two-proportion-z", "minSamples": 1000, "onSuccess": "Keep"})
+    cluster.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-",
+                    input=json.dumps(counted))
+    cluster.kubectl("-n", NS, "wait", "--for=jsonpath={.status.phase}=Concluded",
+                    "abtest/ctr-counts", "--timeout=60s", timeout=90)
+    verdict = get_json(cluster, "-n", NS, "abtest", "ctr-counts")["status"]["verdict"]
+    assert (verdict["winner"], verdict["action"], verdict["test"]) == \
+        ("deep", "Keep", "two-proportion-z")
+    assert verdict["pValue"] < 0.05
+    events = get_json(cluster, "-n", NS, "events",
+                      "--field-selector=involvedObject.name=ctr-counts")["items"]
+    assert any(e["reason"] == "Keep" and e["message"].startswith("two-proportion-z")
+               for e in events)
+
+
+def test_a_paused_replica_runs_no_periodic_checks(cluster, operator, prom):
+    """Two cluster-wide replicas with Kopf peering, as the chart runs them: the first
+    starts alone and ticks a ramping test; once a higher-priority one joins, Kopf pauses
+    the first, and its ABTest task must stop writing too, though Kopf does not stop it."""
+    operator.stop()  # the namespaced one: the replicas below act here from now on
+    cluster.kubectl("apply", "--server-side", "--field-manager=recop-e2e", "-f",
+                    str(REPO / "charts" / "recop" / "crds" / "kopf-peering.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/clusterkopfpeerings.kopf.dev", timeout=90)
+    cluster.kubectl("apply", "--server-side", "--field-manager=recop-e2e", "-f", "-",
+                    input=json.dumps({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                                      "metadata": {"name": "recop"}}))
+    env = {"RECOP_PROMETHEUS_URL": prom.url, "RECOP_ABTEST_INTERVAL": "1"}
+    replicas = []
+    try:
+        first = OperatorProcess(cluster.kubeconfig, name="abtest-first", env={
+            **env, "POD_ID": "abtest-first"}, args=("--priority=100",))
+        replicas.append(first)
+        ramping = json.loads(json.dumps(ABTEST))
+        ramping["metadata"]["name"] = "ramp-ha"
+        ramping["spec"].pop("guardrails")
+        for arm, model in zip((ramping["spec"]["baseline"], *ramping["spec"]["variants"]),
+                              ("ha-a", "ha-b", "ha-c"), strict=True):
+            arm["model"] = model
+        ramping["spec"]["ramp"] = {"initialPercent": 1, "stepPercent": 1, "interval": "1s"}
+        cluster.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-",
+                        input=json.dumps(ramping))
+        wait_for(lambda: first.writes() > 0 and get_json(cluster, "-n", NS, "abtest",
+                                                          "ramp-ha").get("status"),
+                 timeout=60, what=f"the first replica to tick (log: {first.log_path})")
+        second = OperatorProcess(cluster.kubeconfig, name="abtest-second", env={
+            **env, "POD_ID": "abtest-second"}, args=("--priority=200",))
+        replicas.append(second)
+        wait_for(lambda: "Pausing operations in favour of" in first.log(), timeout=60,
+                 what="the first replica to pause")
+        # Handlers already running when the pause came may finish their writes.
+        seen = [-1.0]
+
+        def quiet() -> bool:
+            seen.append(first.writes())
+            return seen[-1] == seen[-2]
+
+        wait_for(quiet, timeout=60, interval=4, what="the paused replica to go quiet")
+
+        def weights() -> dict:
+            return get_json(cluster, "-n", NS, "abtest", "ramp-ha")["status"][
+                "appliedWeights"]
+
+        before = weights()
+        wait_for(lambda: weights() != before, timeout=30, what="the ramp to go on")
+        time.sleep(4)  # several of the paused replica's intervals
+        assert first.writes() == seen[-1], "the paused replica wrote"
+        assert second.writes() > 0
+    finally:
+        for replica in replicas:
+            replica.stop()
+        cluster.kubectl("delete", "clusterkopfpeering", "recop", "--ignore-not-found")

@@ -46,8 +46,30 @@ class Metric(ApiModel):
     query: PromQL = Field(description="PromQL; `$arm` is replaced by each arm's name.")
 
 
-class SuccessMetric(Metric):
+class SuccessMetric(ApiModel):
+    """What the verdict compares between arms: a value per arm (`query`, sampled over the
+    test, for welch-t and mann-whitney-u) or a proportion per arm (`successes` out of
+    `trials`, counted over the test, for two-proportion-z)."""
+
+    name: Name
+    query: PromQL | None = Field(default=None, description=(
+        "PromQL; `$arm` is replaced by each arm's name. Sampled once per step of a range "
+        "query over the test."))
+    successes: PromQL | None = Field(default=None, description=(
+        "PromQL counting an arm's successes (e.g. clicks) during the test; `$arm` and "
+        "`$window` (the time since the start, e.g. `86400s`) are replaced: "
+        "`sum(increase(clicks_total{arm=\"$arm\"}[$window]))`."))
+    trials: PromQL | None = Field(default=None, description=(
+        "PromQL counting an arm's trials (e.g. impressions), as `successes`."))
     goal: Literal["Increase", "Decrease"] = "Increase"
+
+    cross_field_rules = (
+        Rule("has(self.query) ? !has(self.successes) && !has(self.trials) "
+             ": has(self.successes) && has(self.trials)",
+             "a success metric is either a query or both successes and trials",
+             lambda m: (m.successes is None and m.trials is None) if m.query is not None
+             else (m.successes is not None and m.trials is not None)),
+    )
 
 
 class Guardrail(Metric):
@@ -80,7 +102,11 @@ class CostModel(ApiModel):
     expected_qps: float = Field(default=1000, gt=0, description="Total QPS across arms.")
     target_utilisation: float = Field(default=0.7, gt=0, le=1, description=(
         "Utilisation each arm is sized for; the rest is SLO headroom."))
-    measurement: Literal["prometheus", "profile", "spec"] = "prometheus"
+    measurement: Literal["prometheus", "spec"] = Field(default="prometheus", description=(
+        "prometheus: each arm's figures from its pods' history (cAdvisor and Triton "
+        "metrics), the RecModel's requests while there is none; spec: the requests only."))
+    window: Duration = Field(default="1h", description=(
+        "History the measured figures are averaged (memory: maxed) over."))
     overrides: list[ArmCost] = Field(default_factory=list, max_length=64)
 
 
@@ -122,6 +148,12 @@ class ABTestSpec(ApiModel):
              "cost overrides must name an arm of this test",
              lambda s: {o.arm for o in s.cost.overrides}
              <= {s.baseline.name, *(v.name for v in s.variants)}),
+        Rule("(has(self.analysis) && has(self.analysis.test) && "
+             "self.analysis.test == 'two-proportion-z') == has(self.successMetric.successes)",
+             "two-proportion-z needs successMetric.successes and trials; welch-t and "
+             "mann-whitney-u need successMetric.query",
+             lambda s: (s.analysis.test == "two-proportion-z")
+             == (s.success_metric.successes is not None)),
     )
 
 
@@ -150,9 +182,12 @@ class Assignment(ApiModel):
 
 class CostSource(ApiModel):
     arm: str
-    figure: str
+    figure: str = Field(description=(
+        "qps, cpuCoreSecondsPer1k, memoryBytes, gpuMemoryBytes or gpuUtilisation."))
     value: float
-    source: str = Field(description="Where the figure came from (query, profile run, spec).")
+    source: str = Field(description=(
+        "Where the figure came from: `prometheus:<query>`, `override:spec.cost.overrides`, "
+        "`spec:RecModel <name>` (its requests), `spec:cost.expectedQps`, or `default`."))
 
 
 class Verdict(ApiModel):
@@ -178,4 +213,8 @@ class ABTestStatus(ApiModel):
     assignments: list[Assignment] = Field(default_factory=list)
     cost_sources: list[CostSource] = Field(default_factory=list)
     stopped_arms: list[str] = Field(default_factory=list)
+    freed_models: list[str] = Field(default_factory=list, description=(
+        "RecModels of stopped (or, once concluded, losing) variants that no running arm "
+        "serves: the RecModel controller scales them to zero replicas while the test "
+        "exists. Never the baseline's."))
     verdict: Verdict | None = None
