@@ -12,22 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 
 import kopf
 from pydantic import ValidationError
 
+from controllers import labels as L
 from controllers import modelversion_drivers as io
+from controllers import modelversion_golden as golden
+from controllers.admin_auth import AdminCredentialsError
 from controllers.kubeapi import kube
 from controllers.modelversion_plan import (
     Observed,
     Target,
+    catch_up_step,
     plan,
     queue_blocker,
     realtime_problem,
 )
-from controllers.modelversion_validate import Invalid, manifest_rows, validate_uri
+from controllers.modelversion_validate import (
+    Invalid,
+    Unavailable,
+    manifest_rows,
+    validate_uri,
+)
 from recop.api import MODELVERSION, RECMODEL
 from recop.api.common import (
     API_VERSION,
@@ -39,6 +50,7 @@ from recop.api.common import (
     set_condition,
 )
 from recop.api.modelversion import (
+    GoldenSetResult,
     ModelVersionSpec,
     ModelVersionStatus,
     Phase,
@@ -47,6 +59,9 @@ from recop.api.modelversion import (
 )
 from recop.api.recmodel import RecModelSpec
 from recop.kube import Kube
+from recop.prometheus import PrometheusError, query_value
+
+LOG = logging.getLogger(__name__)
 
 RESOURCE = (GROUP, VERSION, MODELVERSION.plural)
 STATUS_MANAGER = "recop-modelversion"
@@ -54,6 +69,16 @@ POLL_SECONDS = 0.5
 # The stream's health is judged over this interval (stall and malformed rates).
 REALTIME_POLL_SECONDS = 5
 SETTLED = (Phase.SUPERSEDED,)
+# Actions that only start work on the servers (it finishes later).
+LOADS = ("load_full", "apply_incremental")
+
+
+class Next(Enum):
+    """What the drive loop does after a pass."""
+
+    DONE = "done"  # nothing more to drive for this version
+    NOW = "now"  # the pass moved on: take the next one at once
+    LATER = "later"  # waiting on servers, the queue or the window: poll again
 
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -91,38 +116,59 @@ async def _set_phase(client: Kube, namespace: str, name: str, phase: Phase) -> N
 
 
 def _target(name: str, spec: ModelVersionSpec, status: ModelVersionStatus,
-            base_number: int | None = None) -> Target:
-    return Target(name, status.embedding_version or 0, spec.kind, spec.source, base_number,
-                  status.dense_model_version)
+            base: Target | None = None) -> Target:
+    rules = spec.validation
+    return Target(name, status.embedding_version or 0, spec.kind, spec.source, base,
+                  status.dense_model_version, rules.golden_set is not None,
+                  (rules.max_abs_value, rules.allow_non_finite))
 
 
-async def _load_target(client: Kube, namespace: str, name: str | None) -> Target | None:
-    if not name:
+def _checks(*targets: Target | None) -> dict[int, tuple[float, bool]]:
+    """The value checks of every version the servers may be asked to load."""
+    return {t.number: t.checks for top in targets if top for t in top.chain()}
+
+
+# A chain longer than this (incrementals on incrementals) is a loop or a pipeline that
+# never cuts a full checkpoint; either way it is not rebuilt.
+MAX_CHAIN = 200
+
+
+async def _load_target(client: Kube, namespace: str, name: str | None,
+                       depth: int = 0) -> Target | None:
+    """The version `name` with its chain of bases, as far as they still exist."""
+    if not name or depth > MAX_CHAIN:
         return None
     body = await client.get(API_VERSION, MODELVERSION.kind, namespace, name)
     if body is None:
         return None
-    return _target(name, ModelVersionSpec.model_validate(body["spec"]),
-                   ModelVersionStatus.model_validate(body.get("status") or {}))
+    spec = ModelVersionSpec.model_validate(body["spec"])
+    base = await _load_target(client, namespace, spec.base_version, depth + 1) \
+        if spec.kind == "incremental" else None
+    return _target(name, spec, ModelVersionStatus.model_validate(body.get("status") or {}),
+                   base)
 
 
 async def drive(namespace: str, name: str, logger) -> None:
     client = await kube()
     admin = io.Admin()
-    while True:
-        body = await client.get(API_VERSION, MODELVERSION.kind, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        spec = ModelVersionSpec.model_validate(body["spec"])
-        async with _locks[(namespace, spec.model)]:
-            done = await _pass(client, admin, body, spec, logger)
-        if done:
-            return
-        await asyncio.sleep(POLL_SECONDS)
+    try:
+        while True:
+            body = await client.get(API_VERSION, MODELVERSION.kind, namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            spec = ModelVersionSpec.model_validate(body["spec"])
+            async with _locks[(namespace, spec.model)]:
+                after = await _pass(client, admin, body, spec, logger)
+            if after == Next.DONE:
+                return
+            if after == Next.LATER:
+                await asyncio.sleep(POLL_SECONDS)
+    finally:
+        await admin.close()
 
 
 async def _pass(client: Kube, admin: io.Admin, body: dict, spec: ModelVersionSpec,
-                logger) -> bool:
+                logger) -> Next:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     status = ModelVersionStatus.model_validate(body.get("status") or {})
@@ -130,7 +176,7 @@ async def _pass(client: Kube, admin: io.Admin, body: dict, spec: ModelVersionSpe
     if model_body is None:
         await _write(client, body, status.model_copy(update={
             "message": f"waiting for RecModel {spec.model}"}))
-        return False
+        return Next.LATER
     model = RecModelSpec.model_validate(model_body["spec"])
     active_name = (model_body.get("status") or {}).get("activeVersion")
 
@@ -140,7 +186,7 @@ async def _pass(client: Kube, admin: io.Admin, body: dict, spec: ModelVersionSpe
         if blocker:
             await _write(client, body, status.model_copy(update={
                 "reason": "Queued", "message": f"waiting for {blocker} to settle"}))
-            return False
+            return Next.LATER
         if spec.base_version and spec.base_version != active_name:
             return await _refuse(client, body, status, "BaseNotActive",
                                  f"base {spec.base_version} is not the active version "
@@ -149,23 +195,29 @@ async def _pass(client: Kube, admin: io.Admin, body: dict, spec: ModelVersionSpe
                                            "previous_version": active_name,
                                            "reason": None, "message": "validating"})
         await _write(client, body, status)
-        return False
+        return Next.NOW
 
     if status.phase == Phase.VALIDATING:
         return await _validate(client, body, spec, status, model, namespace, logger)
 
     if status.phase in SETTLED:
-        return True
+        return Next.DONE
+    try:
+        await admin.authenticate(client, namespace, spec.model, model)
+    except AdminCredentialsError as err:
+        await _write(client, body, status.model_copy(update={
+            "reason": "AdminCredentials", "message": str(err)}))
+        return Next.LATER
     if spec.kind == "realtime":
         return await _watch_stream(client, admin, body, status, spec, model, active_name)
 
     previous = await _load_target(client, namespace, status.previous_version)
     base = await _load_target(client, namespace, spec.base_version)
-    me = _target(name, spec, status, base.number if base else None)
-    shards, triton_addresses = await io.discover(client, namespace, spec.model, model)
-    replicas, _ = await admin.observe(shards)
-    triton = io.Triton(triton_addresses, model.dense.model_name, model) \
-        if triton_addresses and (me.dense_version or (previous and previous.dense_version)) \
+    me = _target(name, spec, status, base)
+    found = await io.discover(client, namespace, spec.model, model)
+    replicas, _ = await admin.observe(found.admin)
+    triton = io.Triton(found.triton, model.dense.model_name, model) \
+        if found.triton and (me.dense_version or (previous and previous.dense_version)) \
         else None
     triton_versions = await triton.ready_versions() if triton else None
     breach = None
@@ -175,27 +227,34 @@ async def _pass(client: Kube, admin: io.Admin, body: dict, spec: ModelVersionSpe
     obs = Observed(phase=status.phase, me=me, shard_count=model.sharding.shards,
                    replicas=replicas, now=_now(), previous=previous,
                    triton_versions=triton_versions, watch_until=status.watch_until,
-                   breach=breach, restored=status.completed_at is not None)
+                   breach=breach, restored=status.completed_at is not None,
+                   golden_passed=status.golden_set is not None)
     step = plan(obs)
-    failure = None
+    failure = reason = None
     for action in step.actions:
         try:
             if action[0] == "triton_load":
                 await triton.load(action[1], action[2])
+            elif action[0] == "golden":
+                status = status.model_copy(update={"golden_set": await _golden(
+                    client, namespace, spec, model, found, me, previous)})
             else:
-                await admin.run(action)
+                await admin.run(action, _checks(me, previous))
+        except golden.GoldenMismatch as err:
+            failure, reason = f"golden set: {err}", "GoldenSetMismatch"
+            break
         except Exception as err:  # a failed action is a failed update, handled below
-            failure = f"{action[0]} on {action[1]}: {err}"
+            failure = f"{' '.join(map(str, action[:2]))}: {err}"
             logger.warning("action %s failed: %s", action, err)
             break
     if failure and status.phase == Phase.LOADING:
-        step = plan(dataclasses.replace(obs, failure=failure))
+        step = plan(dataclasses.replace(obs, failure=failure, failure_reason=reason))
     return await _apply_step(client, body, status, step, model, namespace, spec.model,
                              active_name, failure)
 
 
 async def _apply_step(client, body, status, step, model, namespace, model_name,
-                      active_name, failure) -> bool:
+                      active_name, failure) -> Next:
     name = body["metadata"]["name"]
     update: dict = {"shards": [ShardProgress(**s) for s in step.shards] or status.shards}
     if step.message is not None or failure:
@@ -229,18 +288,23 @@ async def _apply_step(client, body, status, step, model, namespace, model_name,
         await _set_phase(client, namespace, status.previous_version, Phase.ACTIVE)
         kopf.warn(body, reason="RolledBack",
                   message=f"restored {status.previous_version}: {status.reason}")
-    return step.done
+    if step.done:
+        return Next.DONE
+    # Loads run on the servers; anything else this pass did is done, so look again now
+    # (but not straight after a failed action, which would only fail again).
+    waiting = failure or not step.actions or any(a[0] in LOADS for a in step.actions)
+    return Next.LATER if waiting and step.phase is None else Next.NOW
 
 
-async def _watch_stream(client, admin, body, status, spec, model, active_name) -> bool:
+async def _watch_stream(client, admin, body, status, spec, model, active_name) -> Next:
     """A realtime version reports the stream until its base stops serving; a stream that
     stalls, floods malformed messages or falls behind sets Degraded."""
     if spec.base_version != active_name:
         await _write(client, body, status.model_copy(update={
             "phase": Phase.SUPERSEDED, "message": f"{active_name} serves now"}))
-        return True
-    shards, _ = await io.discover(client, body["metadata"]["namespace"], spec.model, model)
-    _, reports = await admin.observe(shards)
+        return Next.DONE
+    found = await io.discover(client, body["metadata"]["namespace"], spec.model, model)
+    _, reports = await admin.observe(found.admin)
     last = status.realtime.model_dump() if status.realtime else None
     problem = realtime_problem(reports, last, model.stream.max_lag_seconds)
     progress = RealtimeProgress(
@@ -259,14 +323,18 @@ async def _watch_stream(client, admin, body, status, spec, model, active_name) -
     await _write(client, body, status.model_copy(update={
         "realtime": progress, "conditions": conditions, "message": problem or "applying"}))
     await asyncio.sleep(REALTIME_POLL_SECONDS)
-    return False
+    return Next.LATER
 
 
 async def _breach(model: RecModelSpec) -> str | None:
     policy, url = model.rollback_policy, io.prometheus_url()
     if policy is None or not policy.enabled or url is None:
         return None
-    value = await io.prometheus_value(url, policy.metric)
+    try:
+        value = await query_value(url, policy.metric)
+    except PrometheusError as err:  # no evidence of a breach; the window keeps watching
+        LOG.warning("rollback metric of this version unreadable: %s", err)
+        return None
     if value is None:
         return None
     over = value > policy.threshold if policy.comparison == "GreaterThan" \
@@ -275,22 +343,45 @@ async def _breach(model: RecModelSpec) -> str | None:
         if over else None
 
 
-async def _refuse(client, body, status, reason: str, message: str) -> bool:
+async def _golden(client, namespace: str, spec: ModelVersionSpec, model: RecModelSpec,
+                  found: io.Endpoints, me: Target, previous: Target | None
+                  ) -> GoldenSetResult:
+    """Raises GoldenMismatch when the candidate is off by more than the tolerance."""
+    rules = spec.validation.golden_set
+    s3 = await io.s3_client(client, namespace, model)
+    try:
+        data = await asyncio.to_thread(golden.read, s3, rules.uri)
+    except Exception as err:  # unreadable or malformed: the version cannot be judged
+        raise golden.GoldenMismatch(f"cannot read {rules.uri}: {err}") from err
+    shards = [found.lookup[i] for i in range(model.sharding.shards)]
+    triton = found.triton[0] if found.triton else None
+    active = golden.Side(previous.number, previous.dense_version) if previous else None
+    difference, reference = await golden.compare(
+        data, shards, triton, model.dense.model_name, model.dense.max_batch_size,
+        golden.Side(me.number, me.dense_version), active)
+    if difference > rules.tolerance:
+        raise golden.GoldenMismatch(f"relative difference {difference:.4g} from "
+                                    f"{reference} exceeds {rules.tolerance:g}")
+    return GoldenSetResult(checked_at=_now(), rows=data.rows,
+                           relative_difference=round(difference, 6), compared_with=reference)
+
+
+async def _refuse(client, body, status, reason: str, message: str) -> Next:
     kopf.warn(body, reason=reason, message=message)
     await _write(client, body, status.model_copy(update={
         "phase": Phase.FAILED, "reason": reason, "message": message,
         "completed_at": _now()}))
-    return True
+    return Next.DONE
 
 
-async def _validate(client, body, spec, status, model, namespace, logger) -> bool:
+async def _validate(client, body, spec, status, model, namespace, logger) -> Next:
     if spec.kind == "realtime":
         if model.stream is None:
             return await _refuse(client, body, status, "NoStream",
                                  f"RecModel {spec.model} has no stream")
         await _write(client, body, status.model_copy(update={
             "phase": Phase.ACTIVE, "activated_at": _now(), "message": "stream configured"}))
-        return False
+        return Next.NOW
     base = await _load_target(client, namespace, spec.base_version)
     previous = await _load_target(client, namespace, status.previous_version)
     try:
@@ -305,12 +396,100 @@ async def _validate(client, body, spec, status, model, namespace, logger) -> boo
             base_rows, spec.validation, spec.manifest_sha256)
     except Invalid as err:
         return await _refuse(client, body, status, "ValidationFailed", str(err))
+    except Unavailable as err:
+        logger.warning("validation of %s waits for S3: %s", spec.source, err)
+        await _write(client, body, status.model_copy(update={
+            "reason": "StorageUnavailable", "message": f"{err}; retrying"}))
+        return Next.LATER
     dense = spec.dense_model_version or (previous.dense_version if previous else None)
     logger.info("validated %s: version %d", spec.source, manifest.version)
     await _write(client, body, status.model_copy(update={
         "phase": Phase.LOADING, "embedding_version": manifest.version,
         "dense_model_version": dense, "message": "validated"}))
-    return False
+    return Next.NOW
+
+
+IN_FLIGHT = (Phase.VALIDATING, Phase.LOADING)
+# Catch-up passes in a row that changed nothing and waited for no load before it gives up
+# (a replica that cannot be built); the next change of the model's endpoints retries.
+STUCK_PASSES = 20
+
+_catching_up: dict[tuple[str, str], asyncio.Task] = {}
+
+
+async def catch_up(namespace: str, model_name: str, logger) -> None:
+    """Bring replicas that do not serve the settled active version to it, until all do."""
+    client = await kube()
+    admin = io.Admin()
+    stuck = 0
+    try:
+        while True:
+            async with _locks[(namespace, model_name)]:
+                outcome = await _catch_up_pass(client, admin, namespace, model_name, logger)
+            if outcome is None or outcome[0].done:
+                return
+            step, loading = outcome
+            stuck = 0 if step.actions or loading else stuck + 1
+            if stuck >= STUCK_PASSES:
+                logger.warning("catch-up of %s stopped: %s", model_name, step.message)
+                return
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        await admin.close()
+
+
+async def _catch_up_pass(client: Kube, admin: io.Admin, namespace: str, model_name: str,
+                         logger):
+    """None when there is nothing settled to catch up to (no active version, or an update
+    in flight: its own plan loads every replica it finds)."""
+    model_body = await client.get(API_VERSION, RECMODEL.kind, namespace, model_name)
+    active_name = ((model_body or {}).get("status") or {}).get("activeVersion")
+    if not active_name:
+        return None
+    versions = await client.list(API_VERSION, MODELVERSION.kind, namespace)
+    mine = [v for v in versions if v["spec"].get("model") == model_name]
+    for v in mine:
+        status = ModelVersionStatus.model_validate(v.get("status") or {})
+        if status.phase in IN_FLIGHT or (status.phase in (Phase.FAILED, Phase.ROLLED_BACK)
+                                         and status.completed_at is None):
+            return None
+    body = next((v for v in mine if v["metadata"]["name"] == active_name), None)
+    status = ModelVersionStatus.model_validate((body or {}).get("status") or {})
+    if body is None or status.phase != Phase.ACTIVE:
+        return None
+    model = RecModelSpec.model_validate(model_body["spec"])
+    active = await _load_target(client, namespace, active_name)
+    try:
+        await admin.authenticate(client, namespace, model_name, model)
+    except AdminCredentialsError as err:
+        logger.warning("catch-up of %s waits: %s", model_name, err)
+        return None
+    found = await io.discover(client, namespace, model_name, model)
+    replicas, _ = await admin.observe(found.admin)
+    step = catch_up_step(replicas, active, release=status.verified_at is not None)
+    for action in step.actions:
+        try:
+            await admin.run(action, _checks(active))
+        except Exception as err:  # the replica went away or refused: the next pass sees it
+            logger.warning("catch-up action %s failed: %s", action, err)
+            continue
+        if action[0] == "commit":
+            shard = next(r.shard for r in replicas if r.key == action[1])
+            kopf.info(body, reason="ReplicaCaughtUp",
+                      message=f"{action[1]} (shard {shard}) now serves {active_name}")
+    loading = any(state == "loading" for r in replicas for state in r.versions.values())
+    return step, loading
+
+
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={L.MODEL: kopf.PRESENT},
+               id="modelversion-replicas")
+async def on_replicas(namespace, labels, logger, **_):
+    """A replica that joined, restarted empty or missed a commit shows up as a change of
+    its shard's endpoints; one catch-up task per model runs until all serve the version."""
+    key = (namespace, labels[L.MODEL])
+    task = _catching_up.get(key)
+    if task is None or task.done():
+        _catching_up[key] = asyncio.create_task(catch_up(*key, logger))
 
 
 @kopf.on.resume(*RESOURCE)

@@ -7,16 +7,16 @@ import asyncio
 import base64
 import json
 import os
+from dataclasses import dataclass
 
-import aiohttp
 import grpc
 import numpy as np
 
 from controllers import labels as L
+from controllers.admin_auth import admin_credentials
 from controllers.modelversion_plan import Replica
-from embedding.proto import GRPC_OPTIONS
+from embedding.admin_channel import AdminStub, admin_stub
 from embedding.proto import embedding_pb2 as pb
-from embedding.proto import embedding_pb2_grpc as rpc
 from recop.api.recmodel import RecModelSpec
 from recop.kube import Kube
 
@@ -29,53 +29,89 @@ def resolve(address: str) -> str:
     return "127.0.0.1" if address == "localhost" or address.endswith(LOCALHOST) else address
 
 
-def slice_addresses(slices: list[dict], port_name: str, default_port: int) -> list[str]:
-    """host:port of every ready endpoint; the port from the slice's own ports (a local
-    process listens on its own port, not the Service's)."""
+def slice_addresses(slices: list[dict], port_name: str, default_port: int,
+                    ready_only: bool = True) -> list[str]:
+    """host:port of the endpoints; the port from the slice's own ports (a local process
+    listens on its own port, not the Service's). Without `ready_only`, replicas that are
+    not ready yet count too (an embedding server is not ready until it serves a version,
+    and the operator is what loads one); terminating ones never do."""
     out = []
     for s in slices:
         port = next((p["port"] for p in s.get("ports") or [] if p.get("name") == port_name),
                     default_port)
         for e in s.get("endpoints") or []:
-            if (e.get("conditions") or {}).get("ready", True) is False:
+            conditions = e.get("conditions") or {}
+            if conditions.get("terminating") or (
+                    ready_only and conditions.get("ready", True) is False):
                 continue
             out += [f"{resolve(a)}:{port}" for a in e.get("addresses", [])[:1]]
     return out
 
 
-async def discover(kube: Kube, namespace: str, model: str,
-                   spec: RecModelSpec) -> tuple[dict[int, list[str]], list[str]]:
-    """Admin addresses per shard, and Triton gRPC addresses."""
+@dataclass(frozen=True)
+class Endpoints:
+    admin: dict[int, list[str]]  # shard -> admin addresses, ready or not
+    lookup: dict[int, list[str]]  # shard -> lookup addresses, ready or not
+    triton: list[str]  # ready Triton gRPC addresses
+
+
+async def discover(kube: Kube, namespace: str, model: str, spec: RecModelSpec) -> Endpoints:
     slices = await kube.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
                              labels=f"{L.MODEL}={model}")
     by_service: dict[str, list[dict]] = {}
     for s in slices:
         by_service.setdefault(s["metadata"].get("labels", {}).get(L.SERVICE_NAME, ""),
                               []).append(s)
-    shards = {i: slice_addresses(by_service.get(L.embedding_name(model, i), []), "admin",
-                                 spec.embedding_server.admin_port)
-              for i in range(spec.sharding.shards)}
-    triton = slice_addresses(by_service.get(L.triton_name(model), []), "grpc", 8001)
-    return shards, triton
+    server = spec.embedding_server
+
+    def per_shard(port_name: str, default_port: int) -> dict[int, list[str]]:
+        return {i: slice_addresses(by_service.get(L.embedding_name(model, i), []), port_name,
+                                   default_port, ready_only=False)
+                for i in range(spec.sharding.shards)}
+
+    return Endpoints(per_shard("admin", server.admin_port),
+                     per_shard("lookup", server.lookup_port),
+                     slice_addresses(by_service.get(L.triton_name(model), []), "grpc", 8001))
 
 
 class Admin:
-    """The embedding servers' admin API over grpc.aio, one channel per address."""
+    """The embedding servers' admin API over grpc.aio, one channel per address, carrying
+    the model's admin token (and speaking TLS) when its spec sets `adminAuth`."""
 
     def __init__(self):
-        self._stubs: dict[str, rpc.EmbeddingAdminStub] = {}
+        self._stubs: dict[str, AdminStub] = {}
+        self._shard: dict[str, int] = {}
+        self._auth: tuple = (None, None, "", "")
 
-    def stub(self, address: str) -> rpc.EmbeddingAdminStub:
+    async def authenticate(self, kube: Kube, namespace: str, model: str,
+                           spec: RecModelSpec) -> None:
+        """Read the model's admin credentials (every pass: a rotated Secret takes effect
+        without a restart); raises AdminCredentialsError when a named Secret is unusable."""
+        auth = (*await admin_credentials(kube, namespace, spec), namespace, model)
+        if auth != self._auth:
+            await self.close()
+            self._auth = auth
+
+    def stub(self, address: str) -> AdminStub:
         if address not in self._stubs:
-            channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
-            self._stubs[address] = rpc.EmbeddingAdminStub(channel)
+            token, ca, namespace, model = self._auth
+            # Servers are dialled by pod IP; their certificate names their shard Service.
+            server_name = (f"{L.embedding_name(model, self._shard[address])}.{namespace}.svc"
+                           if ca and address in self._shard else None)
+            self._stubs[address] = admin_stub(address, token, ca, server_name)
         return self._stubs[address]
+
+    async def close(self) -> None:
+        stubs, self._stubs = self._stubs, {}
+        for stub in stubs.values():
+            await stub.channel.close()
 
     async def observe(self, shards: dict[int, list[str]]) -> tuple[list[Replica], list]:
         """Every reachable replica's versions, and their realtime reports."""
         replicas, realtime = [], []
         for shard, addresses in shards.items():
             for address in addresses:
+                self._shard[address] = shard
                 try:
                     reply = await self.stub(address).Status(pb.StatusRequest(), timeout=5)
                 except grpc.aio.AioRpcError:
@@ -92,14 +128,18 @@ class Admin:
                                  "freshness_p99_seconds": rt.freshness_p99_seconds})
         return replicas, realtime
 
-    async def run(self, action: tuple) -> None:
+    async def run(self, action: tuple, checks: dict[int, tuple[float, bool]]) -> None:
+        """One plan action; loads carry their version's value checks (`checks`)."""
         verb, address, number, *rest = action
         stub = self.stub(address)
+        max_abs, non_finite = checks.get(number, (0.0, False))
+        values = pb.ValueChecks(max_abs_value=max_abs, allow_non_finite=non_finite)
         if verb == "load_full":
-            await stub.LoadFull(pb.LoadFullRequest(version=number, uri=rest[0]), timeout=10)
+            await stub.LoadFull(pb.LoadFullRequest(version=number, uri=rest[0],
+                                                   checks=values), timeout=10)
         elif verb == "apply_incremental":
             await stub.ApplyIncremental(pb.ApplyIncrementalRequest(
-                version=number, base_version=rest[0], uri=rest[1]), timeout=10)
+                version=number, base_version=rest[0], uri=rest[1], checks=values), timeout=10)
         elif verb in ("commit", "rollback"):
             await stub.Commit(pb.VersionRequest(version=number), timeout=10)
         elif verb == "drop":
@@ -166,20 +206,6 @@ class Triton:
 
 
 _NP = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32}
-
-
-async def prometheus_value(url: str, promql: str) -> float | None:
-    """An instant query's single value; None when the series is absent."""
-    async with aiohttp.ClientSession() as session, session.get(
-            f"{url}/api/v1/query", params={"query": promql},
-            timeout=aiohttp.ClientTimeout(total=10)) as response:
-        body = await response.json()
-    if body.get("status") != "success":
-        raise RuntimeError(f"Prometheus: {body.get('error')}")
-    result = body["data"]["result"]
-    if body["data"]["resultType"] == "scalar":
-        return float(result[1])
-    return float(result[0]["value"][1]) if result else None
 
 
 async def s3_client(kube: Kube, namespace: str, spec: RecModelSpec):

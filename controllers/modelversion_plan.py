@@ -17,6 +17,9 @@ from recop.api.modelversion import Phase
 
 # States a replica reports for a version (embedding.proto VersionStatus.state).
 LOADED = ("ready", "active")
+# Error types a server reports for a version whose checkpoint is bad (Status.error is
+# "<type>: <message>").
+CHECKPOINT_ERRORS = ("ChecksumError", "InvalidValues")
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,27 @@ class Replica:
 
 @dataclass(frozen=True)
 class Target:
-    """A version as the servers know it: its number and how to build it from S3."""
+    """A version as the servers know it: its number and how to build it from S3 (an
+    incremental through its base, down to a full checkpoint)."""
 
     name: str
     number: int
     kind: str  # full | incremental | realtime
     uri: str | None = None
-    base_number: int | None = None
+    base: Target | None = None
     dense_version: int | None = None
+    golden: bool = False  # a golden set must pass before it commits
+    # The value checks the servers run on every row they load: (max |value|, 0 for
+    # none; whether NaN/Inf are allowed).
+    checks: tuple[float, bool] = (0.0, False)
+
+    def chain(self) -> list[Target]:
+        """This version and the bases it is built on."""
+        return [self, *(self.base.chain() if self.base else [])]
+
+    @property
+    def base_number(self) -> int | None:
+        return self.base.number if self.base else None
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,8 @@ class Observed:
     watch_until: datetime | None = None
     breach: str | None = None  # the rollback policy's metric crossed its threshold
     failure: str | None = None  # an action of the last pass failed (commit, Triton smoke)
+    failure_reason: str | None = None  # its reason, when more precise than Load/CommitFailed
+    golden_passed: bool = False  # status.goldenSet records a passing comparison
     restored: bool = False  # rollback finished (status.completedAt set)
 
 
@@ -88,6 +106,29 @@ def shard_progress(replicas: list[Replica], number: int) -> list[dict]:
     return out
 
 
+def build(replica: Replica, target: Target) -> list[tuple] | str:
+    """Actions that make `replica` hold `target` (not serve it): the missing links of its
+    chain, one per pass, so an incremental's base is loaded before it is applied.
+    A string says why it cannot be built."""
+    if target.number in replica.versions:
+        return []
+    if target.kind != "incremental":
+        if not target.uri:
+            return f"version {target.number} has no checkpoint to load"
+        return [("load_full", replica.key, target.number, target.uri)]
+    base = target.base
+    if base is None:
+        return f"the base of version {target.number} is unknown"
+    state = replica.versions.get(base.number)
+    if state == "failed":
+        return f"its base version {base.number} failed to load"
+    if state in LOADED:
+        return [("apply_incremental", replica.key, target.number, base.number, target.uri)]
+    if state is not None:
+        return []  # the base is still loading
+    return build(replica, base)
+
+
 def plan(obs: Observed) -> Step:
     if obs.phase in (Phase.FAILED, Phase.ROLLED_BACK):
         return _restore(obs)
@@ -103,22 +144,23 @@ def _rollout(obs: Observed) -> Step:
     step = Step(shards=shard_progress(obs.replicas, n))
     committed = any(r.active == n for r in obs.replicas)
     if obs.failure:
-        return _fail(obs, "CommitFailed" if committed else "LoadFailed", obs.failure, step)
+        reason = obs.failure_reason or ("CommitFailed" if committed else "LoadFailed")
+        return _fail(obs, reason, obs.failure, step)
     failed = [r for r in obs.replicas if r.versions.get(n) == "failed"]
     if failed:
         r = failed[0]
-        return _fail(obs, "LoadFailed", f"{r.key} (shard {r.shard}): {r.errors.get(n, '')}",
-                     step)
-    # Phase one: every replica loads the version beside the one it serves.
+        error = r.errors.get(n, "")
+        # The servers verify checksums and values as they read: those failures are the
+        # checkpoint's, not the load's.
+        reason = "ValidationFailed" if error.startswith(CHECKPOINT_ERRORS) else "LoadFailed"
+        return _fail(obs, reason, f"{r.key} (shard {r.shard}): {error}", step)
+    # Phase one: every replica loads the version beside the one it serves (a replica
+    # that lacks an incremental's base, one that joined late, builds the base first).
     for r in obs.replicas:
-        if n not in r.versions:
-            if me.kind == "incremental":
-                if me.base_number not in r.versions:
-                    return _fail(obs, "BaseNotHeld", f"{r.key} does not hold base version "
-                                 f"{me.base_number}", step)
-                step.actions.append(("apply_incremental", r.key, n, me.base_number, me.uri))
-            else:
-                step.actions.append(("load_full", r.key, n, me.uri))
+        actions = build(r, me)
+        if isinstance(actions, str):
+            return _fail(obs, "BaseNotHeld", f"{r.key}: {actions}", step)
+        step.actions += actions
     # Loading where servers exist is harmless; committing needs every shard covered.
     problem = coverage_problem(obs.replicas, obs.shard_count)
     if problem:
@@ -128,16 +170,23 @@ def _rollout(obs: Observed) -> Step:
         loaded = sum(1 for r in obs.replicas if r.versions.get(n) in LOADED)
         step.message = f"{loaded}/{len(obs.replicas)} replicas loaded"
         return step
-    # Phase two only when every replica holds it: no lookup ever meets a shard without it.
-    step.actions = [("commit", r.key, n) for r in obs.replicas if r.active != n]
-    if step.actions:
-        step.message = "committing"
-        return step
+    # The dense version loads (beside the old one) and the golden set passes before any
+    # commit, so a version that fails either never serves a lookup.
     if me.dense_version is not None and obs.triton_versions is not None \
             and me.dense_version not in obs.triton_versions:
         keep = obs.previous.dense_version if obs.previous else None
         step.actions = [("triton_load", me.dense_version, keep)]
         step.message = f"loading dense version {me.dense_version} on Triton"
+        return step
+    uncommitted = [r for r in obs.replicas if r.active != n]
+    if uncommitted and me.golden and not obs.golden_passed:
+        step.actions = [("golden",)]
+        step.message = "comparing the golden set with the active version"
+        return step
+    # Phase two only when every replica holds it: no lookup ever meets a shard without it.
+    step.actions = [("commit", r.key, n) for r in uncommitted]
+    if step.actions:
+        step.message = "committing"
         return step
     step.phase, step.activate, step.reason = Phase.ACTIVE, True, "Committed"
     step.message = f"version {n} serves on {len(obs.replicas)} replicas"
@@ -176,21 +225,25 @@ def _restore(obs: Observed) -> Step:
     """Bring every replica and Triton back to the previous version, then free this one.
 
     A previous version still held is re-activated by a Rollback call (no S3 read); a
-    replica that lost it (restarted) reloads it when it was a full checkpoint.
+    replica that lost it (restarted) rebuilds it from S3, its base first; a reload that
+    failed (S3 down) is dropped and tried again.
     """
     if obs.restored:
         return Step(done=True)
     prev, n = obs.previous, obs.me.number
     step = Step()
     if prev is not None:
-        missing = [r for r in obs.replicas if prev.number not in r.versions]
-        for r in missing:
-            if prev.kind != "full" or not prev.uri:
-                step.message = (f"{r.key} lost version {prev.number} and it cannot be "
-                                "reloaded alone (not a full checkpoint)")
+        for r in obs.replicas:
+            if r.versions.get(prev.number) == "failed":
+                step.actions.append(("drop", r.key, prev.number))
+                continue
+            actions = build(r, prev)
+            if isinstance(actions, str):
+                step.message = f"{r.key} lost version {prev.number}: {actions}"
                 return step
-            step.actions.append(("load_full", r.key, prev.number, prev.uri))
-        if step.actions or any(r.versions.get(prev.number) == "loading" for r in obs.replicas):
+            step.actions += actions
+        if step.actions or any(r.versions.get(prev.number) not in LOADED
+                               for r in obs.replicas):
             step.message = f"reloading version {prev.number}"
             return step
         step.actions = [("rollback", r.key, prev.number) for r in obs.replicas
@@ -211,6 +264,38 @@ def _restore(obs: Observed) -> Step:
         step.message = "waiting for a load to end before freeing it"
         return step
     step.restored, step.done = True, True
+    return step
+
+
+def catch_up_step(replicas: list[Replica], active: Target, release: bool) -> Step:
+    """Bring every replica that does not serve the settled active version (it joined
+    late, restarted empty, or missed a commit) to it: build it from S3, then commit.
+
+    With `release` (the version passed its window) the bases it was built from are freed.
+    """
+    step = Step()
+    n = active.number
+    chain = [t.number for t in active.chain()[1:]]
+    for r in replicas:
+        state = r.versions.get(n)
+        if r.active == n:
+            if release:
+                step.actions += [("drop", r.key, b) for b in chain
+                                 if r.versions.get(b) in LOADED]
+        elif state in LOADED:
+            step.actions.append(("commit", r.key, n))
+        elif state == "failed":
+            step.actions.append(("drop", r.key, n))  # tried again on the next pass
+        else:
+            actions = build(r, active)
+            if isinstance(actions, str):
+                step.message = f"{r.key}: {actions}"
+            else:
+                step.actions += actions
+    behind = [r for r in replicas if r.active != n]
+    step.done = not step.actions and not behind
+    if behind:
+        step.message = step.message or f"{len(behind)} replica(s) catching up to version {n}"
     return step
 
 

@@ -1,24 +1,44 @@
 """Checks a checkpoint must pass before any server loads it.
 
-`check_manifest` and `scan_values` are pure (a manifest, numpy arrays); `validate_uri`
-is the thin S3 reader around them, run in a thread by the controller (boto3 blocks).
-Checksums of every part are verified by reading the files through the servers' own
-reader (embedding.checkpoint.ShardReader), so both sides agree on the format.
+The operator checks what the manifest and the object listing tell: the manifest against
+the model (kind, shard count, tables, shapes and dtypes, row counts against the base),
+and every file present at the size the manifest gives (a truncated upload is refused
+here). It reads no rows: the servers verify every part's CRC32 and run the value checks
+(NaN/Inf, magnitude: embedding.validation) on every row as they load it beside the
+active version, so a bad version fails before anything can commit it, and the bytes
+are read once, where they are needed. `check_manifest` is pure; `validate_uri` is the
+thin S3 reader around it, run in a thread by the controller (boto3 blocks).
 """
 
 from __future__ import annotations
 
 import hashlib
 
-import numpy as np
+from botocore.exceptions import ClientError
 
-from embedding.checkpoint import MANIFEST, Manifest, ShardReader, dequantize, split_uri
+from embedding.checkpoint import MANIFEST, Manifest, split_uri
 from recop.api.modelversion import Validation
 from recop.api.recmodel import RecModelSpec
+
+# S3 answers that will not change by asking again: the checkpoint is refused.
+PERMANENT = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId",
+             "SignatureDoesNotMatch", "404", "403"}
 
 
 class Invalid(ValueError):
     """A checkpoint that must never become active; the message says why."""
+
+
+class Unavailable(RuntimeError):
+    """S3 could not be read just now (timeouts, resets, 5xx): validate again later
+    rather than refuse a checkpoint that may be good."""
+
+
+def _read_error(what: str, err: Exception) -> Exception:
+    code = err.response.get("Error", {}).get("Code") if isinstance(err, ClientError) else None
+    if code in PERMANENT:
+        return Invalid(f"cannot read {what}: {err}")
+    return Unavailable(f"cannot read {what} now: {err}")
 
 
 def check_manifest(manifest: Manifest, model: RecModelSpec, kind: str,
@@ -56,34 +76,39 @@ def check_manifest(manifest: Manifest, model: RecModelSpec, kind: str,
                               f"at most {rules.max_row_count_change_percent}%)")
 
 
-def scan_values(name: str, values: np.ndarray, rules: Validation) -> None:
-    """NaN/Inf and magnitude scan of one table's rows (fp32, after dequantizing)."""
-    if values.size == 0:
-        return
-    finite = np.isfinite(values)
-    if not rules.allow_non_finite and not finite.all():
-        raise Invalid(f"table {name}: {int((~finite).sum())} NaN/Inf values")
-    peak = float(np.abs(np.where(finite, values, 0)).max())
-    if peak > rules.max_abs_value:
-        raise Invalid(f"table {name}: |value| up to {peak:g}, above {rules.max_abs_value:g}")
-
-
 def manifest_rows(s3, uri: str) -> dict[str, int]:
     """Row counts per table of a (previous) full checkpoint, for the row-count check."""
     bucket, prefix = split_uri(uri)
-    body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
+    try:
+        body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
+    except Exception as err:  # classified like every other read
+        raise _read_error(f"{uri}/{MANIFEST}", err) from err
     return {n: t.rows for n, t in Manifest.model_validate_json(body).tables.items()}
+
+
+def check_files(manifest: Manifest, sizes: dict[str, int]) -> None:
+    """Every file the manifest names is listed at its size (keys relative to the prefix)."""
+    for name, table in manifest.tables.items():
+        for shard, entry in enumerate(table.shards):
+            for file in entry.files.values():
+                size = sizes.get(file.key)
+                if size is None:
+                    raise Invalid(f"table {name} shard {shard}: {file.key} is missing")
+                if size != file.size:
+                    raise Invalid(f"table {name} shard {shard}: {file.key} is {size} bytes, "
+                                  f"the manifest says {file.size} (truncated or rewritten)")
 
 
 def validate_uri(s3, uri: str, model: RecModelSpec, kind: str, base_number: int | None,
                  base_rows: dict[str, int] | None, rules: Validation,
                  manifest_sha256: str | None) -> Manifest:
-    """Everything but the golden set; returns the manifest (its version is the number)."""
+    """Everything the operator checks (see the module docstring); returns the manifest
+    (its version is the number). Raises Invalid, or Unavailable when S3 fails."""
     bucket, prefix = split_uri(uri)
     try:
         body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
-    except Exception as err:  # missing object, no bucket, no access: all refuse it
-        raise Invalid(f"cannot read {uri}/{MANIFEST}: {err}") from err
+    except Exception as err:  # classified: a missing object refuses, a timeout retries
+        raise _read_error(f"{uri}/{MANIFEST}", err) from err
     if manifest_sha256 and hashlib.sha256(body).hexdigest() != manifest_sha256:
         raise Invalid("manifest.json does not match spec.manifestSha256")
     try:
@@ -91,13 +116,11 @@ def validate_uri(s3, uri: str, model: RecModelSpec, kind: str, base_number: int 
     except ValueError as err:
         raise Invalid(f"malformed manifest: {err}") from err
     check_manifest(manifest, model, kind, base_number, base_rows, rules)
-    for shard in range(manifest.shard_count):
-        try:
-            data = ShardReader(s3, uri, manifest, shard, threads=4).read_all()
-        except Exception as err:  # checksum, size or read errors
-            raise Invalid(f"shard {shard}: {err}") from err
-        for name, part in data.items():
-            values = np.empty(part.values.shape, np.float32)
-            dequantize(part.values, part.scales, values)
-            scan_values(name, values, rules)
+    sizes: dict[str, int] = {}
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            sizes |= {o["Key"][len(prefix):]: o["Size"] for o in page.get("Contents", [])}
+    except Exception as err:  # same classification as the manifest read
+        raise _read_error(f"the listing of {uri}", err) from err
+    check_files(manifest, sizes)
     return manifest

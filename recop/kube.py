@@ -31,6 +31,7 @@ _KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("v1", "Node"): ("nodes", False),
     ("apps/v1", "Deployment"): ("deployments", True),
     ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
     ("discovery.k8s.io/v1", "EndpointSlice"): ("endpointslices", True),
     ("serving.recop.dev/v1alpha1", "RecModel"): ("recmodels", True),
     ("serving.recop.dev/v1alpha1", "ModelVersion"): ("modelversions", True),

@@ -8,6 +8,7 @@ from controllers.modelversion_plan import (
     Observed,
     Replica,
     Target,
+    catch_up_step,
     plan,
     queue_blocker,
     realtime_problem,
@@ -39,14 +40,25 @@ def test_full_update_loads_everywhere_before_any_commit():
     assert step.shards[1]["fraction"] == 0.5
 
 
-def test_commit_then_triton_then_active():
+def test_triton_then_golden_set_then_commit_then_active():
     loaded = replicas({1: "active", 2: "ready"})
-    assert plan(obs(reps=loaded)).actions == [("commit", "r0", 2), ("commit", "r1", 2)]
-    committed = replicas({1: "ready", 2: "active"}, active=2)
-    step = plan(obs(reps=committed, triton_versions=frozenset({1})))
+    step = plan(obs(reps=loaded, triton_versions=frozenset({1})))
     assert step.actions == [("triton_load", 2, 1)]  # the old dense version stays loaded
-    step = plan(obs(reps=committed, triton_versions=frozenset({1, 2})))
+    checked = Target("v2", 2, "full", "s3://b/v2", dense_version=2, golden=True)
+    both = frozenset({1, 2})
+    assert plan(obs(reps=loaded, me=checked, triton_versions=both)).actions == [("golden",)]
+    step = plan(obs(reps=loaded, me=checked, triton_versions=both, golden_passed=True))
+    assert step.actions == [("commit", "r0", 2), ("commit", "r1", 2)]
+    committed = replicas({1: "ready", 2: "active"}, active=2)
+    step = plan(obs(reps=committed, triton_versions=both))
     assert step.phase == Phase.ACTIVE and step.activate
+
+
+def test_a_golden_set_mismatch_fails_the_version_before_it_serves():
+    loaded = replicas({1: "active", 2: "ready"})
+    step = plan(obs(reps=loaded, failure="golden set: off by 0.3",
+                    failure_reason="GoldenSetMismatch"))
+    assert step.phase == Phase.FAILED and step.reason == "GoldenSetMismatch"
 
 
 def test_restart_mid_commit_commits_only_the_rest():
@@ -81,12 +93,32 @@ def test_commit_failure_rolls_back_with_no_reload():
     assert restore.actions == [("rollback", "r0", 1)]  # held: no S3 read
 
 
-def test_incremental_applies_on_its_base():
-    inc = Target("v3", 3, "incremental", "s3://b/v3", base_number=2)
+def test_incremental_applies_on_its_base_and_a_new_replica_builds_the_base_first():
+    inc = Target("v3", 3, "incremental", "s3://b/v3", base=NEW)
     step = plan(obs(me=inc, reps=replicas({2: "active"}, active=2)))
     assert step.actions[0] == ("apply_incremental", "r0", 3, 2, "s3://b/v3")
-    step = plan(obs(me=inc, reps=replicas({1: "active"})))
+    fresh = [Replica("r0", 0, 2, {2: "active"}), Replica("r1", 1, 0, {})]
+    assert plan(obs(me=inc, reps=fresh)).actions == [
+        ("apply_incremental", "r0", 3, 2, "s3://b/v3"), ("load_full", "r1", 2, "s3://b/v2")]
+    step = plan(obs(me=Target("v3", 3, "incremental", "s3://b/v3"), reps=fresh))
     assert step.phase == Phase.FAILED and step.reason == "BaseNotHeld"
+
+
+def test_catch_up_builds_the_active_chain_on_a_new_replica_then_commits_and_frees_bases():
+    inc = Target("v3", 3, "incremental", "s3://b/v3", base=NEW)
+    serving = Replica("r0", 0, 3, {3: "active"})
+    step = catch_up_step([serving, Replica("r1", 0, 0, {})], inc, release=True)
+    assert step.actions == [("load_full", "r1", 2, "s3://b/v2")] and not step.done
+    step = catch_up_step([serving, Replica("r1", 0, 0, {2: "ready"})], inc, release=True)
+    assert step.actions == [("apply_incremental", "r1", 3, 2, "s3://b/v3")]
+    step = catch_up_step([serving, Replica("r1", 0, 0, {2: "ready", 3: "ready"})], inc, True)
+    assert step.actions == [("commit", "r1", 3)]
+    caught = Replica("r1", 0, 3, {2: "ready", 3: "active"})
+    assert catch_up_step([serving, caught], inc, release=False).done
+    step = catch_up_step([serving, caught], inc, release=True)
+    assert step.actions == [("drop", "r1", 2)]
+    missed = Replica("r2", 1, 2, {2: "active", 3: "ready"})  # missed the commit
+    assert catch_up_step([missed], inc, release=False).actions == [("commit", "r2", 3)]
 
 
 def test_breach_in_window_rolls_back_and_restores_everything():

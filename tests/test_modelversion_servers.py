@@ -1,7 +1,7 @@
 """The update plan driven through the real admin API of real embedding server processes,
 with checkpoints validated and loaded from a real MinIO: a full update, an incremental
-on top of it, a bad checkpoint refused, and a rollback served from memory (S3 is stopped
-first, so a reload would fail)."""
+on top of it, a checkpoint with an Inf refused by the servers' value checks as they load
+it, and a rollback served from memory (S3 is stopped first, so a reload would fail)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def drive(cluster, me: Target, previous: Target | None, phase=Phase.LOADING,
             step = plan(Observed(phase=phase, me=me, shard_count=SHARDS, replicas=replicas,
                                  now=datetime.now(UTC), previous=previous, **kw))
             for action in step.actions:
-                await admin.run(action)
+                await admin.run(action, CHECKS)
             taken.extend(step.actions)
             if step.phase is not None or step.done:
                 return step.phase or phase
@@ -80,15 +80,26 @@ def actives(cluster) -> set[int]:
     return {p.admin.status().active_version for p in cluster.processes}
 
 
+CHECKS = {n: (Validation().max_abs_value, False) for n in (1, 2, 3, 4)}
 V1 = Target("v1", 1, "full", f"s3://{BUCKET}/v1")
 V2 = Target("v2", 2, "full", f"s3://{BUCKET}/v2")
-V3 = Target("v3", 3, "incremental", f"s3://{BUCKET}/v3", base_number=2)
+V3 = Target("v3", 3, "incremental", f"s3://{BUCKET}/v3", base=V2)
 
 
-def test_a_non_finite_checkpoint_is_refused(parts):
-    _, s3, _ = parts
-    with pytest.raises(Invalid, match="NaN/Inf"):
-        validate_uri(s3, f"s3://{BUCKET}/bad", MODEL, "full", None, None, Validation(), None)
+def test_a_non_finite_checkpoint_is_refused_by_the_servers_as_they_load_it(parts):
+    _, s3, cluster = parts
+    validate_uri(s3, f"s3://{BUCKET}/bad", MODEL, "full", None, None, Validation(), None)
+    bad = Target("bad", 4, "full", f"s3://{BUCKET}/bad")
+    phase, _ = drive(cluster, bad, None)
+    assert phase == Phase.FAILED
+    # The Inf is in one shard: its replicas fail, which fails the version; the other
+    # shard's may hold it, never serving it.
+    replicas = [p.admin.version(4) for p in cluster.processes]
+    assert all(v.state != "active" for v in replicas)
+    assert any("InvalidValues" in v.error and "NaN/Inf" in v.error for v in replicas)
+    assert actives(cluster) == {0}
+    drive(cluster, bad, None, phase=Phase.FAILED)  # frees it everywhere
+    assert all(p.admin.version(4) is None for p in cluster.processes)
 
 
 def test_full_then_incremental_then_rollback_from_memory(parts):

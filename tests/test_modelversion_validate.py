@@ -1,12 +1,14 @@
-"""Checkpoint validation: manifest against the model, and the value scan."""
+"""Checkpoint validation: manifest against the model, files against the manifest, and the
+value scan the servers run on every row they load."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from controllers.modelversion_validate import Invalid, check_manifest, scan_values
-from embedding.checkpoint import Manifest, ShardEntry, TableEntry
+from controllers.modelversion_validate import Invalid, check_files, check_manifest
+from embedding.checkpoint import FileEntry, Manifest, ShardEntry, TableEntry
+from embedding.validation import InvalidValues, scan_values
 from recop.api.modelversion import Validation
 from recop.api.recmodel import RecModelSpec
 
@@ -50,13 +52,25 @@ def test_row_count_change_within_the_limit_passes():
     check(manifest(rows=(60, 60)), base_rows={"user": 100})
 
 
+def test_every_file_must_be_listed_at_its_manifest_size():
+    m = manifest()
+    m.tables["user"].shards[0].files["values"] = FileEntry(key="a.values", size=800,
+                                                           part_crc32=[0])
+    check_files(m, {"a.values": 800})
+    with pytest.raises(Invalid, match=r"a\.values is missing"):
+        check_files(m, {})
+    with pytest.raises(Invalid, match="400 bytes, the manifest says 800"):
+        check_files(m, {"a.values": 400})
+
+
 def test_value_scan_refuses_non_finite_and_huge_values():
+    rules = Validation()
     good = np.ones((3, 4), np.float32)
-    scan_values("user", good, Validation())
+    scan_values("user", good, rules.max_abs_value, rules.allow_non_finite)
     bad = good.copy()
     bad[1, 2] = np.nan
-    with pytest.raises(Invalid, match="1 NaN/Inf"):
-        scan_values("user", bad, Validation())
-    scan_values("user", bad, Validation(allow_non_finite=True))
-    with pytest.raises(Invalid, match="above 100"):
-        scan_values("user", good * 1e3, Validation(max_abs_value=100))
+    with pytest.raises(InvalidValues, match="1 NaN/Inf"):
+        scan_values("user", bad, rules.max_abs_value, False)
+    scan_values("user", bad, rules.max_abs_value, True)
+    with pytest.raises(InvalidValues, match="above 100"):
+        scan_values("user", good * 1e3, 100, False)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65mbedding/proto/embedding.proto\x12\x12recop.embedding.v1\"&\n\x08TableIds\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\"N\n\rLookupRequest\x12,\n\x06tables\x18\x01 \x03(\x0b\x32\x1c.recop.embedding.v1.TableIds\x12\x0f\n\x07version\x18\x02 \x01(\x04\"H\n\x0bTableValues\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0f\n\x07missing\x18\x04 \x01(\r\"b\n\x0eLookupResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x01(\x0c\x12/\n\x06tables\x18\x03 \x03(\x0b\x32\x1f.recop.embedding.v1.TableValues\"/\n\x0fLoadFullRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0b\n\x03uri\x18\x02 \x01(\t\"M\n\x17\x41pplyIncrementalRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x04\x12\x0b\n\x03uri\x18\x03 \x01(\t\"!\n\x0eVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\"5\n\nAdminReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"q\n\x0bTableStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x14\n\x0coverlay_rows\x18\x06 \x01(\x04\"\xcf\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x14\n\x0c\x62ytes_loaded\x18\x04 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12/\n\x06tables\x18\x06 \x03(\x0b\x32\x1f.recop.embedding.v1.TableStatus\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0b\n\x03uri\x18\x08 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\t \x01(\x04\"\xb1\x01\n\x0eRealtimeStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x08\x12\x0b\n\x03lag\x18\x04 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x05 \x01(\x04\x12\x11\n\tmalformed\x18\x06 \x01(\x04\x12\x1d\n\x15\x66reshness_p50_seconds\x18\x07 \x01(\x01\x12\x1d\n\x15\x66reshness_p99_seconds\x18\x08 \x01(\x01\"\xd0\x01\n\x0bStatusReply\x12\x13\n\x0bshard_index\x18\x01 \x01(\r\x12\x13\n\x0bshard_count\x18\x02 \x01(\r\x12\x16\n\x0e\x61\x63tive_version\x18\x03 \x01(\x04\x12\x33\n\x08versions\x18\x04 \x03(\x0b\x32!.recop.embedding.v1.VersionStatus\x12\x34\n\x08realtime\x18\x05 \x01(\x0b\x32\".recop.embedding.v1.RealtimeStatus\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04\x32\x62\n\x0f\x45mbeddingLookup\x12O\n\x06Lookup\x12!.recop.embedding.v1.LookupRequest\x1a\".recop.embedding.v1.LookupResponse2\xfa\x03\n\x0e\x45mbeddingAdmin\x12O\n\x08LoadFull\x12#.recop.embedding.v1.LoadFullRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12_\n\x10\x41pplyIncremental\x12+.recop.embedding.v1.ApplyIncrementalRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12L\n\x06\x43ommit\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12N\n\x08Rollback\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12J\n\x04\x44rop\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12L\n\x06Status\x12!.recop.embedding.v1.StatusRequest\x1a\x1f.recop.embedding.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65mbedding/proto/embedding.proto\x12\x12recop.embedding.v1\"&\n\x08TableIds\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\"N\n\rLookupRequest\x12,\n\x06tables\x18\x01 \x03(\x0b\x32\x1c.recop.embedding.v1.TableIds\x12\x0f\n\x07version\x18\x02 \x01(\x04\"H\n\x0bTableValues\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0f\n\x07missing\x18\x04 \x01(\r\"b\n\x0eLookupResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x01(\x0c\x12/\n\x06tables\x18\x03 \x03(\x0b\x32\x1f.recop.embedding.v1.TableValues\">\n\x0bValueChecks\x12\x15\n\rmax_abs_value\x18\x01 \x01(\x02\x12\x18\n\x10\x61llow_non_finite\x18\x02 \x01(\x08\"`\n\x0fLoadFullRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12/\n\x06\x63hecks\x18\x03 \x01(\x0b\x32\x1f.recop.embedding.v1.ValueChecks\"~\n\x17\x41pplyIncrementalRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x04\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12/\n\x06\x63hecks\x18\x04 \x01(\x0b\x32\x1f.recop.embedding.v1.ValueChecks\"!\n\x0eVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\"5\n\nAdminReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"q\n\x0bTableStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x14\n\x0coverlay_rows\x18\x06 \x01(\x04\"\xcf\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x14\n\x0c\x62ytes_loaded\x18\x04 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12/\n\x06tables\x18\x06 \x03(\x0b\x32\x1f.recop.embedding.v1.TableStatus\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0b\n\x03uri\x18\x08 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\t \x01(\x04\"\xb1\x01\n\x0eRealtimeStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x08\x12\x0b\n\x03lag\x18\x04 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x05 \x01(\x04\x12\x11\n\tmalformed\x18\x06 \x01(\x04\x12\x1d\n\x15\x66reshness_p50_seconds\x18\x07 \x01(\x01\x12\x1d\n\x15\x66reshness_p99_seconds\x18\x08 \x01(\x01\"\xd0\x01\n\x0bStatusReply\x12\x13\n\x0bshard_index\x18\x01 \x01(\r\x12\x13\n\x0bshard_count\x18\x02 \x01(\r\x12\x16\n\x0e\x61\x63tive_version\x18\x03 \x01(\x04\x12\x33\n\x08versions\x18\x04 \x03(\x0b\x32!.recop.embedding.v1.VersionStatus\x12\x34\n\x08realtime\x18\x05 \x01(\x0b\x32\".recop.embedding.v1.RealtimeStatus\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04\x32\x62\n\x0f\x45mbeddingLookup\x12O\n\x06Lookup\x12!.recop.embedding.v1.LookupRequest\x1a\".recop.embedding.v1.LookupResponse2\xfa\x03\n\x0e\x45mbeddingAdmin\x12O\n\x08LoadFull\x12#.recop.embedding.v1.LoadFullRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12_\n\x10\x41pplyIncremental\x12+.recop.embedding.v1.ApplyIncrementalRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12L\n\x06\x43ommit\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12N\n\x08Rollback\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12J\n\x04\x44rop\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12L\n\x06Status\x12!.recop.embedding.v1.StatusRequest\x1a\x1f.recop.embedding.v1.StatusReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,26 +39,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TABLEVALUES']._serialized_end=247
   _globals['_LOOKUPRESPONSE']._serialized_start=249
   _globals['_LOOKUPRESPONSE']._serialized_end=347
-  _globals['_LOADFULLREQUEST']._serialized_start=349
-  _globals['_LOADFULLREQUEST']._serialized_end=396
-  _globals['_APPLYINCREMENTALREQUEST']._serialized_start=398
-  _globals['_APPLYINCREMENTALREQUEST']._serialized_end=475
-  _globals['_VERSIONREQUEST']._serialized_start=477
-  _globals['_VERSIONREQUEST']._serialized_end=510
-  _globals['_ADMINREPLY']._serialized_start=512
-  _globals['_ADMINREPLY']._serialized_end=565
-  _globals['_STATUSREQUEST']._serialized_start=567
-  _globals['_STATUSREQUEST']._serialized_end=582
-  _globals['_TABLESTATUS']._serialized_start=584
-  _globals['_TABLESTATUS']._serialized_end=697
-  _globals['_VERSIONSTATUS']._serialized_start=700
-  _globals['_VERSIONSTATUS']._serialized_end=907
-  _globals['_REALTIMESTATUS']._serialized_start=910
-  _globals['_REALTIMESTATUS']._serialized_end=1087
-  _globals['_STATUSREPLY']._serialized_start=1090
-  _globals['_STATUSREPLY']._serialized_end=1298
-  _globals['_EMBEDDINGLOOKUP']._serialized_start=1300
-  _globals['_EMBEDDINGLOOKUP']._serialized_end=1398
-  _globals['_EMBEDDINGADMIN']._serialized_start=1401
-  _globals['_EMBEDDINGADMIN']._serialized_end=1907
+  _globals['_VALUECHECKS']._serialized_start=349
+  _globals['_VALUECHECKS']._serialized_end=411
+  _globals['_LOADFULLREQUEST']._serialized_start=413
+  _globals['_LOADFULLREQUEST']._serialized_end=509
+  _globals['_APPLYINCREMENTALREQUEST']._serialized_start=511
+  _globals['_APPLYINCREMENTALREQUEST']._serialized_end=637
+  _globals['_VERSIONREQUEST']._serialized_start=639
+  _globals['_VERSIONREQUEST']._serialized_end=672
+  _globals['_ADMINREPLY']._serialized_start=674
+  _globals['_ADMINREPLY']._serialized_end=727
+  _globals['_STATUSREQUEST']._serialized_start=729
+  _globals['_STATUSREQUEST']._serialized_end=744
+  _globals['_TABLESTATUS']._serialized_start=746
+  _globals['_TABLESTATUS']._serialized_end=859
+  _globals['_VERSIONSTATUS']._serialized_start=862
+  _globals['_VERSIONSTATUS']._serialized_end=1069
+  _globals['_REALTIMESTATUS']._serialized_start=1072
+  _globals['_REALTIMESTATUS']._serialized_end=1249
+  _globals['_STATUSREPLY']._serialized_start=1252
+  _globals['_STATUSREPLY']._serialized_end=1460
+  _globals['_EMBEDDINGLOOKUP']._serialized_start=1462
+  _globals['_EMBEDDINGLOOKUP']._serialized_end=1560
+  _globals['_EMBEDDINGADMIN']._serialized_start=1563
+  _globals['_EMBEDDINGADMIN']._serialized_end=2069
 # @@protoc_insertion_point(module_scope)

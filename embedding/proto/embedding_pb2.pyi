@@ -44,23 +44,35 @@ class LookupResponse(_message.Message):
     tables: _containers.RepeatedCompositeFieldContainer[TableValues]
     def __init__(self, version: _Optional[int] = ..., values: _Optional[bytes] = ..., tables: _Optional[_Iterable[_Union[TableValues, _Mapping]]] = ...) -> None: ...
 
+class ValueChecks(_message.Message):
+    __slots__ = ("max_abs_value", "allow_non_finite")
+    MAX_ABS_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_NON_FINITE_FIELD_NUMBER: _ClassVar[int]
+    max_abs_value: float
+    allow_non_finite: bool
+    def __init__(self, max_abs_value: _Optional[float] = ..., allow_non_finite: bool = ...) -> None: ...
+
 class LoadFullRequest(_message.Message):
-    __slots__ = ("version", "uri")
+    __slots__ = ("version", "uri", "checks")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     version: int
     uri: str
-    def __init__(self, version: _Optional[int] = ..., uri: _Optional[str] = ...) -> None: ...
+    checks: ValueChecks
+    def __init__(self, version: _Optional[int] = ..., uri: _Optional[str] = ..., checks: _Optional[_Union[ValueChecks, _Mapping]] = ...) -> None: ...
 
 class ApplyIncrementalRequest(_message.Message):
-    __slots__ = ("version", "base_version", "uri")
+    __slots__ = ("version", "base_version", "uri", "checks")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     version: int
     base_version: int
     uri: str
-    def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., uri: _Optional[str] = ...) -> None: ...
+    checks: ValueChecks
+    def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., uri: _Optional[str] = ..., checks: _Optional[_Union[ValueChecks, _Mapping]] = ...) -> None: ...
 
 class VersionRequest(_message.Message):
     __slots__ = ("version",)

@@ -14,9 +14,12 @@ from recop.api.common import ApiModel, Condition, Name, Rule, S3Uri, conditions_
 class GoldenSet(ApiModel):
     """Inference on fixed inputs, compared with the active version before serving."""
 
-    uri: S3Uri = Field(description="Inputs and expected outputs (see docs/checkpoint-format.md).")
+    uri: S3Uri = Field(description=(
+        "An .npz file: ids.<table> inputs, optionally expected.<output> "
+        "(see docs/checkpoint-format.md)."))
     tolerance: float = Field(default=0.01, ge=0, le=1, description=(
-        "Largest allowed relative difference from the active version's outputs."))
+        "Largest allowed relative difference, sum|new - reference| / sum|reference| over "
+        "the outputs, against the set's expected outputs, else the active version's."))
 
 
 class Validation(ApiModel):
@@ -110,6 +113,15 @@ class RealtimeProgress(ApiModel):
     freshness_p99_seconds: float = Field(default=0, ge=0)
 
 
+class GoldenSetResult(ApiModel):
+    """The golden-set comparison made before this version committed."""
+
+    checked_at: datetime
+    rows: int = Field(ge=0)
+    relative_difference: float = Field(ge=0)
+    compared_with: str = Field(description="The reference: expected outputs or a version.")
+
+
 class ModelVersionStatus(ApiModel):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
@@ -131,4 +143,5 @@ class ModelVersionStatus(ApiModel):
         "End of the rollback policy's window after activation."))
     verified_at: datetime | None = Field(default=None, description=(
         "When the window passed without a breach; the previous version was released."))
+    golden_set: GoldenSetResult | None = None
     realtime: RealtimeProgress | None = None

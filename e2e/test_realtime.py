@@ -1,0 +1,177 @@
+"""Real-time updates through a real Kafka broker, driven and watched by the operator.
+
+Embedding server processes read the RecModel's topic (one partition per shard) on top of
+the active full version; a realtime ModelVersion reports the stream's lag, applied and
+malformed counts and freshness in its status, and turns Degraded (with an Event) when
+malformed messages flood the stream, then healthy again when they stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from controllers import labels as L
+from e2e.support import OperatorProcess, get_json, wait_for
+from embedding.checkpoint import CheckpointWriter
+from embedding.client import EmbeddingClient
+from embedding.cluster import LocalCluster
+from embedding.realtime import encode_by_shard
+from recop.local import kafka as local_kafka
+from recop.local import minio as local_minio
+
+NS = "e2e-realtime"
+BUCKET = "recop-e2e-rt"
+SHARDS = 2
+DIM = 8
+
+
+def apply(cluster, obj: dict) -> None:
+    cluster.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-",
+                    input=json.dumps(obj))
+
+
+async def _create_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=SHARDS,
+                                            replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes]]) -> None:
+    async def send():
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        await producer.start()
+        try:
+            for partition, payload in messages:
+                await producer.send(topic, payload, partition=partition)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+@pytest.fixture(scope="module")
+def stream(cluster):
+    cluster.kubectl("delete", "namespace", NS, "--wait=true", "--ignore-not-found",
+                    timeout=180)
+    cluster.kubectl("create", "namespace", NS)
+    s3 = local_minio.start()
+    kafka = local_kafka.start()
+    servers = operator = None
+    try:
+        topic = f"deltas-{uuid.uuid4().hex[:8]}"
+        asyncio.run(_create_topic(kafka.bootstrap, topic))
+        client = s3.client()
+        client.create_bucket(Bucket=BUCKET)
+        ids = np.arange(1000, dtype=np.int64)
+        CheckpointWriter(client, f"s3://{BUCKET}/v1", SHARDS).write_full(
+            1, {"user": (ids, np.ones((1000, DIM), np.float32))})
+        servers = LocalCluster(SHARDS, env=s3.env, kafka_bootstrap=kafka.bootstrap,
+                               topic=topic)
+        apply(cluster, {"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "s3", "namespace": NS}, "data": {
+                            "id": base64.b64encode(s3.access_key.encode()).decode(),
+                            "secret": base64.b64encode(s3.secret_key.encode()).decode()}})
+        apply(cluster, {"apiVersion": "serving.recop.dev/v1alpha1", "kind": "RecModel",
+                        "metadata": {"name": "feed", "namespace": NS}, "spec": {
+                            "tables": [{"name": "user", "dimension": DIM, "rows": 1000}],
+                            "sharding": {"shards": SHARDS, "replicasPerShard": 1},
+                            "embeddingServer": {"deployment": "External"},
+                            "dense": {"modelName": "mlp", "replicas": 0, "gpusPerPod": 0,
+                                      "instanceGroups": [{"kind": "KIND_CPU"}]},
+                            "stream": {"brokers": [kafka.bootstrap], "topic": topic,
+                                       "maxLagSeconds": 30},
+                            "storage": {"bucket": BUCKET, "endpoint": s3.endpoint,
+                                        "accessKeyId": {"name": "s3", "key": "id"},
+                                        "secretAccessKey": {"name": "s3", "key": "secret"}}}})
+        for proc in servers.processes:
+            service = L.embedding_name("feed", proc.shard_index)
+            apply(cluster, {
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": f"{service}-local", "namespace": NS,
+                             "labels": {L.SERVICE_NAME: service, L.MODEL: "feed"}},
+                "addressType": "FQDN",
+                "endpoints": [{"addresses": [f"shard-{proc.shard_index}.localhost"],
+                               "conditions": {"ready": True}}],
+                "ports": [{"name": "lookup", "port": proc.lookup_port, "protocol": "TCP"},
+                          {"name": "admin", "port": proc.admin_port, "protocol": "TCP"}]})
+        operator = OperatorProcess(cluster.kubeconfig, NS)
+        yield cluster, servers, kafka, topic
+    finally:
+        if operator is not None:
+            operator.stop()
+        if servers is not None:
+            servers.stop()
+        kafka.stop()
+        s3.stop()
+        cluster.kubectl("delete", "namespace", NS, "--wait=false")
+
+
+def status(cluster, name: str) -> dict:
+    return get_json(cluster, "-n", NS, "modelversion", name).get("status", {})
+
+
+def degraded(cluster, name: str) -> dict:
+    return next((c for c in status(cluster, name).get("conditions", [])
+                 if c["type"] == "Degraded"), {})
+
+
+def test_realtime_deltas_land_and_the_stream_is_reported(stream):
+    cluster, servers, kafka, topic = stream
+    apply(cluster, {"apiVersion": "serving.recop.dev/v1alpha1", "kind": "ModelVersion",
+                    "metadata": {"name": "v1", "namespace": NS},
+                    "spec": {"model": "feed", "kind": "full", "source": f"s3://{BUCKET}/v1"}})
+    wait_for(lambda: status(cluster, "v1").get("verifiedAt"), timeout=60, what="v1 Active")
+    apply(cluster, {"apiVersion": "serving.recop.dev/v1alpha1", "kind": "ModelVersion",
+                    "metadata": {"name": "v1-live", "namespace": NS},
+                    "spec": {"model": "feed", "kind": "realtime", "baseVersion": "v1"}})
+    wait_for(lambda: status(cluster, "v1-live").get("phase") == "Active", timeout=30,
+             what="the realtime version Active")
+    ids = np.arange(0, 1000, 7, dtype=np.int64)
+    with EmbeddingClient(servers.lookup_addresses) as client:
+        sent = time.monotonic()
+        produce(kafka.bootstrap, topic,
+                encode_by_shard("user", ids, np.full((len(ids), DIM), 5.0), SHARDS))
+        wait_for(lambda: (client.lookup({"user": ids}).values["user"] == 5.0).all(),
+                 timeout=30, interval=0.01, what="the deltas visible to lookups")
+        print(f"produce to visible through the operator-configured stream: "
+              f"{(time.monotonic() - sent) * 1000:.0f} ms")
+        result = client.lookup({"user": ids})
+    assert result.version == 1  # real-time rows land on the active version
+    report = wait_for(lambda: (status(cluster, "v1-live").get("realtime") or {}).get(
+        "applied", 0) >= SHARDS and status(cluster, "v1-live")["realtime"], timeout=30,
+        what="the stream reported in status")
+    print(f"stream in status: {report}")
+    assert report["lag"] == 0 and report["malformed"] == 0
+    assert degraded(cluster, "v1-live").get("status") == "False"
+
+
+def test_a_malformed_flood_sets_degraded_and_clears_when_it_stops(stream):
+    cluster, servers, kafka, topic = stream
+    produce(kafka.bootstrap, topic, [(i % SHARDS, b"not a delta %d" % i) for i in range(200)])
+    condition = wait_for(lambda: degraded(cluster, "v1-live").get("status") == "True"
+                         and degraded(cluster, "v1-live"), timeout=60,
+                         what="Degraded after a malformed flood")
+    assert condition["reason"] == "StreamUnhealthy" and "malformed" in condition["message"]
+    events = get_json(cluster, "-n", NS, "events", "--field-selector",
+                      "involvedObject.name=v1-live")["items"]
+    assert any(e["reason"] == "StreamUnhealthy" and e["type"] == "Warning" for e in events)
+    ids = np.arange(1, 1000, 11, dtype=np.int64)
+    produce(kafka.bootstrap, topic,
+            encode_by_shard("user", ids, np.full((len(ids), DIM), 6.0), SHARDS))
+    wait_for(lambda: degraded(cluster, "v1-live").get("status") == "False", timeout=60,
+             what="healthy again once only good deltas flow")
+    assert sum(p.admin.status().realtime.malformed for p in servers.processes) == 200
