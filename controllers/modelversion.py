@@ -66,6 +66,10 @@ LOG = logging.getLogger(__name__)
 RESOURCE = (GROUP, VERSION, MODELVERSION.plural)
 STATUS_MANAGER = "recop-modelversion"
 POLL_SECONDS = 0.5
+# While an update waits on the servers, look again soon (a small load is done in a
+# fraction of a second), then less and less often (a large one takes minutes, and every
+# look costs a few API calls).
+WAIT_FIRST_SECONDS, WAIT_MAX_SECONDS = 0.05, 2.0
 # The stream's health is judged over this interval (stall and malformed rates).
 REALTIME_POLL_SECONDS = 5
 SETTLED = (Phase.SUPERSEDED,)
@@ -151,6 +155,7 @@ async def _load_target(client: Kube, namespace: str, name: str | None,
 async def drive(namespace: str, name: str, logger) -> None:
     client = await kube()
     admin = io.Admin()
+    wait = WAIT_FIRST_SECONDS
     try:
         while True:
             body = await client.get(API_VERSION, MODELVERSION.kind, namespace, name)
@@ -161,8 +166,13 @@ async def drive(namespace: str, name: str, logger) -> None:
                 after = await _pass(client, admin, body, spec, logger)
             if after == Next.DONE:
                 return
-            if after == Next.LATER:
-                await asyncio.sleep(POLL_SECONDS)
+            if after == Next.LATER and spec.kind == "realtime":
+                await asyncio.sleep(REALTIME_POLL_SECONDS)  # outside the model's lock
+            elif after == Next.LATER:
+                await asyncio.sleep(wait)
+                wait = min(WAIT_MAX_SECONDS, wait * 2)
+            else:
+                wait = WAIT_FIRST_SECONDS
     finally:
         await admin.close()
 
@@ -322,7 +332,6 @@ async def _watch_stream(client, admin, body, status, spec, model, active_name) -
         kopf.warn(body, reason="StreamUnhealthy", message=problem)
     await _write(client, body, status.model_copy(update={
         "realtime": progress, "conditions": conditions, "message": problem or "applying"}))
-    await asyncio.sleep(REALTIME_POLL_SECONDS)
     return Next.LATER
 
 
