@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up down status test unit lint crds parts venv sysdeps
+.PHONY: up down status test unit lint crds parts venv sysdeps reliability
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -46,4 +46,8 @@ unit: venv
 
 ## Everything: lint, then unit, integration (real S3, broker, ...) and e2e (real control plane).
 test: lint parts
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
+
+## Every fault and bad-input test, slow ones and the soak included: bench/RELIABILITY.md.
+reliability: venv parts
+	$(BIN)/python -m bench.reliability

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from controllers import labels as L
 from controllers.abtest_placement import override_for
+from controllers.admin_auth import operator_namespace
 from controllers.fit import NodeInfo, dense_fit_problem, shard_fit_problem
 from controllers.kubeapi import kube
 from controllers.recmodel_objects import (
@@ -29,7 +30,7 @@ from recop.kube import Kube, is_subset
 RESOURCE = (GROUP, VERSION, RECMODEL.plural)
 # Kinds RecOp creates for a model, so objects left over from an older spec are removed.
 OWNED_KINDS = (("apps/v1", "Deployment"), ("policy/v1", "PodDisruptionBudget"),
-               ("v1", "Service"), ("v1", "ConfigMap"))
+               ("v1", "Service"), ("v1", "ConfigMap"), ("networking.k8s.io/v1", "NetworkPolicy"))
 
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 _queued: set[tuple[str, str]] = set()
@@ -80,7 +81,7 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool, logger) -> No
     if refusal is None:
         # An ABTest's placement of this model (controllers/abtest_placement).
         override = override_for(name, await client.list(API_VERSION, ABTEST.kind, namespace))
-        desired = desired_objects(owner, spec, override)
+        desired = desired_objects(owner, spec, override, operator_namespace())
         changed = await _apply(client, desired, everything=spec_changed)
         if spec_changed:
             changed += await _prune(client, owner, desired)
@@ -163,5 +164,6 @@ def _on_child(group: str, version: str, plural: str) -> None:
 
 for _child in (("apps", "v1", "deployments"), ("policy", "v1", "poddisruptionbudgets"),
                ("", "v1", "services"), ("", "v1", "configmaps"),
+               ("networking.k8s.io", "v1", "networkpolicies"),
                ("discovery.k8s.io", "v1", "endpointslices")):
     _on_child(*_child)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from controllers import labels as L
 from controllers import triton_config
-from controllers.abtest_placement import PlacementOverride
+from controllers.abtest_placement import PlacementOverride, replicas
 from recop.api import RECMODEL
 from recop.api.common import API_VERSION, PodPlacement, ResourceList, Resources
 from recop.api.recmodel import RecModelSpec
@@ -23,6 +23,16 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 8000, 8001, 8002
+# grpc.health.v1 services of embedding/server.py: ready once a version serves, live while
+# the process answers (tests/test_recmodel_objects.py checks the names against it).
+LOOKUP_HEALTH_SERVICE = "recop.embedding.v1.EmbeddingLookup"
+LIVENESS_HEALTH_SERVICE = "liveness"
+ADMIN_TOKEN_DIR = "/etc/recop/admin-token"
+ADMIN_TLS_DIR = "/etc/recop/admin-tls"
+SERVER_UID = 10001
+# The labels the chart gives the operator's pods (charts/recop/templates/_helpers.tpl).
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "recop",
+                       "app.kubernetes.io/component": "operator"}
 
 # The `restricted` Pod Security Standard, for every container RecOp runs.
 RESTRICTED = {
@@ -98,6 +108,49 @@ def _s3_env(spec: RecModelSpec) -> list[dict]:
     return env
 
 
+def _stream_env(spec: RecModelSpec) -> list[dict]:
+    """Where the servers read deltas from; SASL credentials only as Secret references,
+    so no password is ever part of the Deployment."""
+    stream = spec.stream
+    if stream is None:
+        return []
+    env = [{"name": "RECOP_KAFKA_BOOTSTRAP", "value": ",".join(stream.brokers)},
+           {"name": "RECOP_DELTA_TOPIC", "value": stream.topic}]
+    auth = stream.auth
+    if auth is not None:
+        env += [{"name": "RECOP_KAFKA_SECURITY_PROTOCOL",
+                 "value": "SASL_SSL" if auth.tls else "SASL_PLAINTEXT"},
+                {"name": "RECOP_KAFKA_SASL_MECHANISM", "value": auth.mechanism}]
+        env += [{"name": var, "valueFrom": {"secretKeyRef": ref.to_wire()}}
+                for var, ref in (("RECOP_KAFKA_USERNAME", auth.username),
+                                 ("RECOP_KAFKA_PASSWORD", auth.password))]
+    return env
+
+
+def _admin_auth(spec: RecModelSpec) -> tuple[list[dict], list[dict], list[dict]]:
+    """Env, volumes and mounts that give a server its admin token (and TLS pair) as files
+    from the Secrets the spec names: never as env values, which leak into `describe`."""
+    auth = spec.embedding_server.admin_auth
+    if auth is None:
+        return [], [], []
+    ref = auth.token_secret
+    env = [{"name": "RECOP_ADMIN_TOKEN_FILE", "value": f"{ADMIN_TOKEN_DIR}/token"}]
+    # 0440 with the pod's fsGroup: readable by the server's group, not by others.
+    volumes = [{"name": "admin-token", "secret": {
+        "secretName": ref.name, "items": [{"key": ref.key, "path": "token"}],
+        "defaultMode": 0o440}}]
+    mounts = [{"name": "admin-token", "mountPath": ADMIN_TOKEN_DIR, "readOnly": True}]
+    if auth.tls_secret:
+        env += [{"name": "RECOP_ADMIN_TLS_CERT", "value": f"{ADMIN_TLS_DIR}/tls.crt"},
+                {"name": "RECOP_ADMIN_TLS_KEY", "value": f"{ADMIN_TLS_DIR}/tls.key"}]
+        volumes.append({"name": "admin-tls", "secret": {
+            "secretName": auth.tls_secret, "defaultMode": 0o440,
+            "items": [{"key": "tls.crt", "path": "tls.crt"},
+                      {"key": "tls.key", "path": "tls.key"}]}})
+        mounts.append({"name": "admin-tls", "mountPath": ADMIN_TLS_DIR, "readOnly": True})
+    return env, volumes, mounts
+
+
 def _rolling(replicas: int) -> dict:
     # Surge before removing, so no shard ever has zero ready replicas during a rollout,
     # even with a single replica.
@@ -106,7 +159,9 @@ def _rolling(replicas: int) -> dict:
                          "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}
 
 
-def embedding_deployment(owner: Owner, spec: RecModelSpec, shard: int) -> dict:
+def embedding_deployment(owner: Owner, spec: RecModelSpec, shard: int,
+                         override: PlacementOverride | None = None) -> dict:
+    """`override`: an ABTest's placement of the model; a freed one runs no replicas."""
     server = spec.embedding_server
     name = L.embedding_name(owner.name, shard)
     selector = L.selector(owner.name, L.EMBEDDING, shard)
@@ -118,11 +173,15 @@ def embedding_deployment(owner: Owner, spec: RecModelSpec, shard: int) -> dict:
         {"name": "RECOP_ADMIN_PORT", "value": str(server.admin_port)},
         {"name": "RECOP_METRICS_PORT", "value": str(server.metrics_port)},
         {"name": "RECOP_BIND_HOST", "value": "0.0.0.0"},
+        {"name": "RECOP_LOOKUP_MAX_IDS",
+         "value": str(server.lookup_limits.max_ids_per_request)},
+        {"name": "RECOP_LOOKUP_MAX_REQUEST_BYTES",
+         "value": str(server.lookup_limits.max_request_bytes)},
         *_s3_env(spec),
     ]
-    if spec.stream:
-        env += [{"name": "RECOP_KAFKA_BOOTSTRAP", "value": ",".join(spec.stream.brokers)},
-                {"name": "RECOP_DELTA_TOPIC", "value": spec.stream.topic}]
+    auth_env, volumes, mounts = _admin_auth(spec)
+    env += auth_env
+    env += _stream_env(spec)
     container = {
         "name": "server",
         "image": server.image,
@@ -132,14 +191,21 @@ def embedding_deployment(owner: Owner, spec: RecModelSpec, shard: int) -> dict:
                   {"name": "admin", "containerPort": server.admin_port},
                   {"name": "metrics", "containerPort": server.metrics_port}],
         "resources": _resources(server.resources, mebibytes(shard_memory_bytes(spec))),
-        "readinessProbe": {"grpc": {"port": server.lookup_port}, "periodSeconds": 5},
-        "livenessProbe": {"grpc": {"port": server.lookup_port}, "periodSeconds": 10,
-                          "failureThreshold": 6},
+        # Not ready until a version is active (the operator loads one into a replica that
+        # is not ready yet); live as long as the process answers.
+        "readinessProbe": {"grpc": {"port": server.lookup_port,
+                                    "service": LOOKUP_HEALTH_SERVICE}, "periodSeconds": 5},
+        "livenessProbe": {"grpc": {"port": server.lookup_port,
+                                   "service": LIVENESS_HEALTH_SERVICE},
+                          "periodSeconds": 10, "failureThreshold": 6},
         "securityContext": RESTRICTED,
     }
+    if mounts:
+        container["volumeMounts"] = mounts
     pod_spec = {
         "containers": [container],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": SERVER_UID,
+                            "fsGroup": SERVER_UID,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         # Replicas of one shard on different nodes, so one node loss never takes a
         # whole shard; preferred so a small pool still schedules.
@@ -153,10 +219,12 @@ def embedding_deployment(owner: Owner, spec: RecModelSpec, shard: int) -> dict:
             "labelSelector": {"matchLabels": L.selector(owner.name, L.EMBEDDING)}}],
         **_placement(spec.embedding_placement),
     }
+    if volumes:
+        pod_spec["volumes"] = volumes
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(owner, name, L.EMBEDDING, shard),
-        "spec": {**_rolling(spec.sharding.replicas_per_shard),
+        "spec": {**_rolling(replicas(override, spec.sharding.replicas_per_shard)),
                  "selector": {"matchLabels": selector},
                  "template": {"metadata": {"labels": L.labels(owner.name, L.EMBEDDING, shard)},
                               "spec": pod_spec}},
@@ -181,6 +249,31 @@ def embedding_service(owner: Owner, spec: RecModelSpec, shard: int) -> dict:
             "spec": service_spec}
 
 
+def embedding_network_policy(owner: Owner, spec: RecModelSpec,
+                             operator_namespace: str | None) -> dict:
+    """Ingress to the model's embedding servers: lookup and metrics from anywhere, the
+    admin port only from the operator's pods (in its namespace when known; outside a
+    cluster, pods labelled as RecOp's operator in any namespace)."""
+    server = spec.embedding_server
+    operator: dict = {"podSelector": {"matchLabels": OPERATOR_POD_LABELS}}
+    operator["namespaceSelector"] = (
+        {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}}
+        if operator_namespace else {})
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta(owner, f"{owner.name}-{L.EMBEDDING}", L.EMBEDDING),
+        "spec": {
+            "podSelector": {"matchLabels": L.selector(owner.name, L.EMBEDDING)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"ports": [{"protocol": "TCP", "port": server.lookup_port},
+                           {"protocol": "TCP", "port": server.metrics_port}]},
+                {"from": [operator], "ports": [{"protocol": "TCP", "port": server.admin_port}]},
+            ],
+        },
+    }
+
+
 def embedding_pdb(owner: Owner, spec: RecModelSpec, shard: int) -> dict:
     replicas = spec.sharding.replicas_per_shard
     # With two or more replicas a drain may take one at a time; a lone replica is
@@ -201,7 +294,8 @@ def triton_configmap(owner: Owner, spec: RecModelSpec) -> dict:
 def triton_deployment(owner: Owner, spec: RecModelSpec,
                       override: PlacementOverride | None = None) -> dict:
     """`override`: an ABTest's placement of this model (requests = limits on the node
-    the cost model chose), which replaces the spec's resources while the test runs."""
+    the cost model chose), which replaces the spec's resources while the test runs; a
+    freed model (a stopped arm's) runs no replicas."""
     dense = spec.dense
     name = L.triton_name(owner.name)
     storage = spec.storage
@@ -222,7 +316,7 @@ def triton_deployment(owner: Owner, spec: RecModelSpec,
                   {"name": "grpc", "containerPort": TRITON_GRPC},
                   {"name": "metrics", "containerPort": TRITON_METRICS}],
         "resources": _resources(
-            dense.resources if override is None else _placed(override),
+            dense.resources if override is None or override.freed else _placed(override),
             extra_limits={GPU_RESOURCE: str(dense.gpus_per_pod)} if gpu else None),
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
                            "periodSeconds": 5},
@@ -232,7 +326,7 @@ def triton_deployment(owner: Owner, spec: RecModelSpec,
         "securityContext": RESTRICTED,
     }
     selector = {GPU_NODE_LABEL: "true"} if gpu else {}
-    if override is not None:
+    if override is not None and not override.freed:
         selector[HOSTNAME_LABEL] = override.node
     placement = _placement(
         spec.dense_placement,
@@ -248,7 +342,7 @@ def triton_deployment(owner: Owner, spec: RecModelSpec,
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(owner, name, L.TRITON),
-        "spec": {**_rolling(dense.replicas),
+        "spec": {**_rolling(replicas(override, dense.replicas)),
                  "selector": {"matchLabels": L.selector(owner.name, L.TRITON)},
                  "template": {"metadata": template_meta, "spec": {
                      "containers": [container],
@@ -278,15 +372,19 @@ def triton_service(owner: Owner, spec: RecModelSpec) -> dict:
 
 
 def desired_objects(owner: Owner, spec: RecModelSpec,
-                    override: PlacementOverride | None = None) -> list[dict]:
+                    override: PlacementOverride | None = None,
+                    operator_namespace: str | None = None) -> list[dict]:
     """Every object that serves the model, in the order they should be applied."""
     objects: list[dict] = []
     managed = spec.embedding_server.deployment == "Managed"
+    if managed:
+        # First, so no server pod ever runs with its admin port open to every pod.
+        objects.append(embedding_network_policy(owner, spec, operator_namespace))
     for shard in range(spec.sharding.shards):
         objects.append(embedding_service(owner, spec, shard))
         if managed:
             objects += [embedding_pdb(owner, spec, shard),
-                        embedding_deployment(owner, spec, shard)]
+                        embedding_deployment(owner, spec, shard, override)]
     objects += [triton_configmap(owner, spec), triton_service(owner, spec)]
     if spec.dense.deployment == "Managed":
         objects.append(triton_deployment(owner, spec, override))

@@ -85,3 +85,25 @@ class OperatorProcess:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def restart_apiserver(cluster, down_for: float) -> float:
+    """Stop only the local control plane's kube-apiserver, keep it down `down_for` seconds,
+    start it again with the same arguments (etcd keeps the state) and wait until it is
+    ready; returns how long it was unreachable. Local control plane only."""
+    from recop.local.common import ManagedProcess, stop_group
+
+    directory = state_dir("cluster")
+    pid_path = directory / "kube-apiserver.pid"
+    if os.environ.get("RECOP_KUBECONFIG") or not pid_path.exists():
+        raise AssertionError("restarting the API server needs the local control plane")
+    pid = int(pid_path.read_text())
+    argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+    stopped = time.monotonic()
+    stop_group(pid, timeout=30)
+    time.sleep(down_for)
+    ManagedProcess("kube-apiserver", argv, directory=directory)
+    wait_for(lambda: cluster.kubectl("get", "--raw", "/readyz", check=False,
+                                     timeout=10).returncode == 0,
+             timeout=120, interval=0.5, what="the API server ready again")
+    return time.monotonic() - stopped

@@ -17,9 +17,21 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import numpy as np
+import urllib3
+from botocore.exceptions import BotoCoreError
 from pydantic import BaseModel, Field
 
 from embedding.partition import PARTITION_FUNCTION, shard_of
+
+# Attempts at one part's ranged read when the connection fails under it.
+PART_ATTEMPTS = 4
+
+
+class IncompleteBody(ConnectionError):
+    """S3 closed a ranged read before its last byte: the transfer, not the file, failed."""
+
+
+TRANSPORT_ERRORS = (BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 
 FORMAT = "recop-embedding/1"
 MANIFEST = "manifest.json"
@@ -66,9 +78,34 @@ class Manifest(BaseModel):
     partition: str = PARTITION_FUNCTION
     created_at: float
     tables: dict[str, TableEntry]
+    # The real-time stream this checkpoint already contains: partition -> next offset not
+    # included. A server replays from here, so deltas published after the snapshot (while it
+    # was written, or while a replica was down) are not lost. None: no tie to the stream.
+    stream_topic: str | None = None
+    stream_offsets: dict[int, int] | None = None
+
+    def offsets_on(self, topic: str) -> dict[int, int] | None:
+        """The stream offsets this checkpoint includes of `topic` (None: none known, or
+        they are another topic's, which say nothing about this one)."""
+        return self.stream_offsets if self.stream_topic in (None, topic) else None
 
     def shard_bytes(self, shard: int) -> int:
         return sum(f.size for t in self.tables.values() for f in t.shards[shard].files.values())
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where in the delta topic a checkpoint's rows stand: partition -> next offset whose
+    delta the rows do not include."""
+
+    topic: str
+    offsets: dict[int, int]
+
+
+def _stream_fields(stream: StreamPosition | None) -> dict:
+    if stream is None:
+        return {}
+    return {"stream_topic": stream.topic, "stream_offsets": dict(stream.offsets)}
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -138,8 +175,10 @@ class CheckpointWriter:
         return [order[shards == s] for s in range(self.shard_count)]
 
     def write_full(self, version: int, tables: dict[str, tuple[np.ndarray, np.ndarray]],
-                   dtypes: dict[str, DType] | None = None) -> Manifest:
-        """`tables`: name -> (ids int64 [n], values fp32 [n, dim]); ids unique per table."""
+                   dtypes: dict[str, DType] | None = None,
+                   stream: StreamPosition | None = None) -> Manifest:
+        """`tables`: name -> (ids int64 [n], values fp32 [n, dim]); ids unique per table.
+        `stream`: the delta topic's position these rows include, when they include any."""
         dtypes = dtypes or {}
         entries: dict[str, TableEntry] = {}
         jobs: list = []
@@ -164,12 +203,13 @@ class CheckpointWriter:
                 job.result()
         return self._manifest(Manifest(kind="full", version=version,
                                        shard_count=self.shard_count, created_at=time.time(),
-                                       tables=entries))
+                                       tables=entries, **_stream_fields(stream)))
 
     def write_incremental(self, version: int, base_version: int,
                           upserts: dict[str, tuple[np.ndarray, np.ndarray]],
                           deletes: dict[str, np.ndarray], dims: dict[str, int],
-                          dtypes: dict[str, DType] | None = None) -> Manifest:
+                          dtypes: dict[str, DType] | None = None,
+                          stream: StreamPosition | None = None) -> Manifest:
         """Rows upserted and ids deleted against `base_version`, per table. A table absent
         from both is unchanged; an id both upserted and deleted is an error."""
         dtypes = dtypes or {}
@@ -206,7 +246,7 @@ class CheckpointWriter:
         return self._manifest(Manifest(kind="incremental", version=version,
                                        base_version=base_version,
                                        shard_count=self.shard_count, created_at=time.time(),
-                                       tables=entries))
+                                       tables=entries, **_stream_fields(stream)))
 
     def _manifest(self, manifest: Manifest) -> Manifest:
         self.s3.put_object(Bucket=self.bucket, Key=self.prefix + MANIFEST,
@@ -300,14 +340,26 @@ class ShardReader:
         start = part * entry.part_size
         end = min(start + entry.part_size, entry.size)
         view = memoryview(array.reshape(-1).view(np.uint8))[start:end]
+        # botocore retries a request, not a body cut off half way: a reset connection
+        # would otherwise fail the whole load.
+        for attempt in range(1, PART_ATTEMPTS + 1):
+            try:
+                self._read_range(entry, view, start)
+                break
+            except TRANSPORT_ERRORS:
+                if attempt == PART_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * 2 ** attempt)
+        self.on_bytes(len(view))
+        if zlib.crc32(view) != entry.part_crc32[part]:
+            raise ChecksumError(f"{entry.key}: crc32 mismatch in part {part}")
+
+    def _read_range(self, entry: FileEntry, view: memoryview, start: int) -> None:
         body = self.s3.get_object(Bucket=self.bucket, Key=self.prefix + entry.key,
-                                  Range=f"bytes={start}-{end - 1}")["Body"]
+                                  Range=f"bytes={start}-{start + len(view) - 1}")["Body"]
         filled = 0
         while filled < len(view):
             n = body.readinto(view[filled:])
             if not n:
-                raise ChecksumError(f"{entry.key}: short read at {start + filled}")
+                raise IncompleteBody(f"{entry.key}: body ended at {start + filled}")
             filled += n
-            self.on_bytes(n)
-        if zlib.crc32(view) != entry.part_crc32[part]:
-            raise ChecksumError(f"{entry.key}: crc32 mismatch in part {part}")

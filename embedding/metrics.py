@@ -44,6 +44,10 @@ class ServerMetrics:
         self.realtime_malformed = Counter(
             "recop_embedding_realtime_malformed_messages", "Real-time deltas skipped as malformed",
             ["shard"], registry=r).labels(**labels)
+        self.realtime_offsets_expired = Counter(
+            "recop_embedding_realtime_offsets_expired",
+            "Replays that started later than a version needed: Kafka no longer held its "
+            "offset", ["shard"], registry=r).labels(**labels)
         self.realtime_freshness = Histogram(
             "recop_embedding_realtime_freshness_seconds", "Publish-to-visible time of deltas",
             ["shard"], buckets=_FRESHNESS_BUCKETS, registry=r).labels(**labels)

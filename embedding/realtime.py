@@ -11,6 +11,13 @@ Two topic layouts work:
 - any other partition count: producers key messages so that an id stays on one partition;
   each server reads every partition and keeps the ids of its shard.
 There is no consumer group: replicas are interchangeable and each needs all its deltas.
+
+Stream positions: every version that takes deltas remembers, per partition, the next offset
+it has not absorbed, and takes a record only at or past it. A version loaded from a
+checkpoint that names the offsets it includes starts there; when that is behind what the
+consumer has fetched, the consumer seeks back and replays, and versions already past a
+replayed record skip it. So a replica restarted (or a version loaded) mid-stream ends with
+every delta published since its checkpoint, and no row of a version ever goes back.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ import collections
 import logging
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.helpers import create_ssl_context
 
 from embedding.checkpoint import ShardData, quantize
 from embedding.metrics import ServerMetrics
@@ -112,21 +120,77 @@ def decode(payload: bytes | None) -> Delta:
     return Delta(table, ids, values)
 
 
-def apply_deltas(store: ShardStore, deltas: list[Delta]) -> None:
-    """Apply deltas (in order) to every version that takes real-time updates.
+@dataclass(frozen=True)
+class Entry:
+    """One record of the topic: where it sits and its delta (None when malformed, which
+    still moves positions past it)."""
 
-    Each version gets one new snapshot per call: readers see all of this batch or none.
+    partition: int
+    offset: int
+    delta: Delta | None
+
+
+Position = dict[int, int]  # partition -> next offset not yet absorbed
+
+
+def taken(position: Position, fetched_from: Position, entries: list[Entry]) -> list[Entry]:
+    """The records of a batch read from `fetched_from` that a version at `position` absorbs:
+    those at or past its position, on partitions where it is not behind the batch's start
+    (there it lacks records before the batch, and waits for their replay)."""
+    return [e for e in entries
+            if fetched_from.get(e.partition, 0) <= position.get(e.partition, 0) <= e.offset]
+
+
+def advanced(position: Position, entries: list[Entry]) -> Position:
+    """The position past `entries`; it never moves back."""
+    out = dict(position)
+    for entry in entries:
+        out[entry.partition] = max(out.get(entry.partition, 0), entry.offset + 1)
+    return out
+
+
+def adopted(position: Position | None, fetch: Position) -> Position:
+    """A version's position on every partition read: where it names none, the consumer's
+    (it takes deltas from now on, as a version loaded without stream offsets does)."""
+    return {**fetch, **(position or {})}
+
+
+def rewind_to(fetch: Position, positions: list[Position]) -> Position:
+    """Partitions the consumer must seek back on, and to where: the oldest offset some
+    version has yet to absorb, where that is behind the consumer's fetch position."""
+    out = {}
+    for partition, at in fetch.items():
+        oldest = min((p[partition] for p in positions if partition in p), default=at)
+        if oldest < at:
+            out[partition] = oldest
+    return out
+
+
+def apply_records(store: ShardStore, entries: list[Entry],
+                  fetched_from: Position) -> set[tuple[int, int]]:
+    """Apply a batch (in order; read from offsets `fetched_from`) to every version that
+    takes real-time updates, each the records it has yet to absorb (`taken`); returns
+    (partition, offset) of the records that some version absorbed. A version new to the
+    stream (no position yet) starts at the batch.
+
+    Each version gets one new snapshot per call: readers see all of its part or none.
     """
+    absorbed = set()
     for version in store.realtime_targets():
-        _apply_to_version(store, version, deltas)
+        position = adopted(version.stream_offsets, fetched_from)
+        mine = taken(position, fetched_from, entries)
+        deltas = [e for e in mine if e.delta is not None]
+        _apply_to_version(store, version, [e.delta for e in deltas])
+        version.stream_offsets = advanced(position, mine)
+        absorbed.update((e.partition, e.offset) for e in deltas)
+    return absorbed
 
 
 def _apply_to_version(store: ShardStore, version: Version, deltas: list[Delta]) -> None:
     snap = version.snapshot
     by_table: dict[str, list[Delta]] = collections.defaultdict(list)
     for delta in deltas:
-        table = snap.tables.get(delta.table)
-        if table is not None and (delta.values is None or delta.dim == table.dim):
+        if _fits(snap.tables, delta):
             by_table[delta.table].append(delta)
     if not by_table:
         return
@@ -148,6 +212,11 @@ def _apply_to_version(store: ShardStore, version: Version, deltas: list[Delta]) 
     version.snapshot = Snapshot(snap.version, tables, overlays)
 
 
+def _fits(tables: dict[str, Table], delta: Delta) -> bool:
+    table = tables.get(delta.table)
+    return table is not None and (delta.values is None or delta.dim == table.dim)
+
+
 def _compact(table: Table, overlay: Overlay) -> tuple[Table, Overlay]:
     """Fold an overlay into its table's base arrays (same version, new arrays)."""
     live = ~overlay.deleted
@@ -157,21 +226,46 @@ def _compact(table: Table, overlay: Overlay) -> tuple[Table, Overlay]:
     return merged, Overlay.empty(table.dim)
 
 
+@dataclass(frozen=True)
+class KafkaAuth:
+    """SASL credentials for the brokers."""
+
+    security_protocol: str  # SASL_SSL or SASL_PLAINTEXT
+    mechanism: str
+    username: str
+    # Kept out of repr, so that no log line or traceback that shows the config shows it.
+    password: str = field(repr=False)
+
+    def consumer_options(self) -> dict:
+        # SASL_SSL verifies the brokers against the system CAs.
+        tls = create_ssl_context() if self.security_protocol == "SASL_SSL" else None
+        return {"security_protocol": self.security_protocol, "ssl_context": tls,
+                "sasl_mechanism": self.mechanism, "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password}
+
+    def describe(self) -> str:
+        return f"{self.security_protocol} {self.mechanism} as {self.username!r}"
+
+
 class RealtimeConsumer:
     """Consumes the delta topic and applies batches in order, off the event loop."""
 
     def __init__(self, store: ShardStore, metrics: ServerMetrics, bootstrap: str, topic: str,
-                 start: str = "latest"):
+                 start: str = "latest", auth: KafkaAuth | None = None):
         self.store = store
         self.metrics = metrics
         self.bootstrap = bootstrap
         self.topic = topic
         self.start_from = start
+        self.auth = auth
         self.assigned = False
         self.lag = 0
         self.applied = 0
         self.malformed = 0
-        self._next_offset: dict = {}
+        self._fetch: Position = {}  # next offset handed to the store
+        # Past these, a record is new to this process: replays neither recount nor re-log.
+        self._seen: Position = {}
+        self._counted: Position = {}
         self._freshness: collections.deque[float] = collections.deque(maxlen=10_000)
 
     def freshness_quantiles(self) -> tuple[float, float]:
@@ -183,22 +277,28 @@ class RealtimeConsumer:
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset=self.start_from, max_partition_fetch_bytes=8 << 20,
+            # An offset Kafka no longer holds (retention) resumes at the oldest it holds,
+            # which loses the fewest deltas; `start` is applied explicitly in _assign.
+            auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
             # The broker answers a waiting fetch as soon as a delta arrives, so a long wait
             # costs no freshness and saves idle round trips on a busy machine.
             fetch_max_wait_ms=100,
+            **(self.auth.consumer_options() if self.auth else {}),
         )
+        log.info("real-time consumer: %s, %s", self.bootstrap,
+                 self.auth.describe() if self.auth else "PLAINTEXT")
         await consumer.start()
         try:
             await self._assign(consumer)
             while True:
+                await self._catch_up(consumer)
                 batches = await consumer.getmany(timeout_ms=100, max_records=20_000)
                 records = [r for tp in sorted(batches, key=lambda t: t.partition)
                            for r in batches[tp]]
                 if records:
                     await asyncio.to_thread(self._apply, records)
                     for r in records:
-                        self._next_offset[(r.topic, r.partition)] = r.offset + 1
+                        self._fetch[r.partition] = r.offset + 1
                 self._update_lag(consumer)
         finally:
             await consumer.stop()
@@ -216,56 +316,108 @@ class RealtimeConsumer:
             consumer.unsubscribe()
             parts = [TopicPartition(self.topic, self.store.shard_index)]
             consumer.assign(parts)
+        if self.start_from == "latest":
+            await consumer.seek_to_end(*parts)
         # Resolving positions pins the start offset: deltas published after this are seen.
         for tp in parts:
-            self._next_offset[(tp.topic, tp.partition)] = await consumer.position(tp)
+            self._fetch[tp.partition] = await consumer.position(tp)
         self.assigned = True
         log.info("real-time consumer assigned partitions %s of %s",
                  [p.partition for p in parts], self.topic)
 
+    async def _catch_up(self, consumer: AIOKafkaConsumer) -> None:
+        """Give versions new to the stream the consumer's position, and seek back where a
+        version (loaded from a checkpoint with stream offsets) is behind it."""
+        targets = self.store.realtime_targets()
+        for version in targets:
+            version.stream_offsets = adopted(version.stream_offsets, self._fetch)
+        wanted = rewind_to(self._fetch, [v.stream_offsets for v in targets])
+        if not wanted:
+            return
+        held = await consumer.beginning_offsets([self._tp(p) for p in wanted])
+        for partition, offset in wanted.items():
+            oldest = held[self._tp(partition)]
+            if offset < oldest:
+                self._expired(targets, partition, offset, oldest)
+                offset = oldest
+            if offset < self._fetch[partition]:
+                log.info("replaying partition %d of %s from offset %d (fetched up to %d)",
+                         partition, self.topic, offset, self._fetch[partition])
+                consumer.seek(self._tp(partition), offset)
+                self._fetch[partition] = offset
+
+    def _expired(self, targets: list[Version], partition: int, offset: int,
+                 oldest: int) -> None:
+        log.warning("partition %d of %s: offset %d is no longer held (oldest %d); the "
+                    "deltas between are lost to the versions that needed them", partition,
+                    self.topic, offset, oldest)
+        self.metrics.realtime_offsets_expired.inc()
+        # Raised to what Kafka holds, so that they do not ask for the lost offsets again.
+        for version in targets:
+            position = version.stream_offsets
+            version.stream_offsets = {**position, partition: max(position[partition], oldest)}
+
+    def _tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.topic, partition)
+
     def _apply(self, records) -> None:
-        deltas = []
-        for record in records:
-            try:
-                deltas.append(decode(record.value))
-            except MalformedDelta as err:
-                self.malformed += 1
-                self.metrics.realtime_malformed.inc()
-                log.warning("skipping malformed delta at %s/%d@%d: %s", record.topic,
-                            record.partition, record.offset, err)
-        deltas = self._known(deltas)
-        if deltas:
-            apply_deltas(self.store, deltas)
+        entries = self._known([Entry(r.partition, r.offset, self._decode(r)) for r in records])
+        absorbed = apply_records(self.store, entries, dict(self._fetch))
+        new = [e for e in entries if (e.partition, e.offset) in absorbed
+               and e.offset >= self._counted.get(e.partition, 0)]
+        self._seen = advanced(self._seen, entries)
+        self._counted = advanced(self._counted, new)
+        counted = {(e.partition, e.offset) for e in new}
         now_ms = time.time() * 1000.0
         for record in records:
-            fresh = max(0.0, (now_ms - record.timestamp) / 1000.0)
-            self._freshness.append(fresh)
-            self.metrics.realtime_freshness.observe(fresh)
-        self.applied += len(deltas)
-        self.metrics.realtime_applied.inc(len(deltas))
+            if (record.partition, record.offset) in counted:
+                fresh = max(0.0, (now_ms - record.timestamp) / 1000.0)
+                self._freshness.append(fresh)
+                self.metrics.realtime_freshness.observe(fresh)
+        self.applied += len(new)
+        self.metrics.realtime_applied.inc(len(new))
 
-    def _known(self, deltas: list[Delta]) -> list[Delta]:
+    def _first_seen(self, partition: int, offset: int) -> bool:
+        return offset >= self._seen.get(partition, 0)
+
+    def _malformed(self) -> None:
+        self.malformed += 1
+        self.metrics.realtime_malformed.inc()
+
+    def _decode(self, record) -> Delta | None:
+        try:
+            return decode(record.value)
+        except MalformedDelta as err:
+            if self._first_seen(record.partition, record.offset):
+                self._malformed()
+                log.warning("skipping malformed delta at %s/%d@%d: %s", record.topic,
+                            record.partition, record.offset, err)
+            return None
+
+    def _known(self, entries: list[Entry]) -> list[Entry]:
         """Deltas for a table the active version lacks, or of the wrong dim, are malformed."""
         try:
             tables = self.store.snapshot().tables
         except LookupError:
-            return deltas  # nothing active yet: ready versions still take them
-        good = []
-        for delta in deltas:
-            table = tables.get(delta.table)
-            if table is None or (delta.values is not None and delta.dim != table.dim):
-                self.malformed += 1
-                self.metrics.realtime_malformed.inc()
-                continue
-            good.append(delta)
-        return good
+            return entries  # nothing active yet: ready versions still take them
+        out = []
+        for entry in entries:
+            if entry.delta is not None and not _fits(tables, entry.delta):
+                if self._first_seen(entry.partition, entry.offset):
+                    self._malformed()
+                entry = Entry(entry.partition, entry.offset, None)
+            out.append(entry)
+        return out
 
     def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Deltas published that some version taking deltas has not absorbed."""
+        positions = [v.stream_offsets for v in self.store.realtime_targets()
+                     if v.stream_offsets is not None]
+        needed = {**self._fetch, **rewind_to(self._fetch, positions)}
         lag = 0
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            nxt = self._next_offset.get((tp.topic, tp.partition))
-            if high is not None and nxt is not None:
-                lag += max(0, high - nxt)
+        for partition, at in needed.items():
+            high = consumer.highwater(self._tp(partition))
+            if high is not None:
+                lag += max(0, high - at)
         self.lag = lag
         self.metrics.realtime_lag.set(lag)

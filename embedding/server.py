@@ -1,9 +1,10 @@
 """The embedding server process of one shard: `python -m embedding.server --shard-index I ...`.
 
-Two gRPC services on separate loopback ports: EmbeddingLookup (data plane) and
-EmbeddingAdmin (driven by the operator). Both run on grpc.aio; numpy work (lookups,
-loads, merges, delta batches) runs in thread pools so the event loop never blocks, and
-numpy releases the GIL for the copies that dominate.
+Two gRPC services on separate loopback ports: EmbeddingLookup (data plane, beside the
+standard grpc.health.v1 service the kubelet probes) and EmbeddingAdmin (driven by the
+operator; a bearer token and TLS when configured). Both run on grpc.aio; numpy work
+(lookups, loads, merges, delta batches) runs in thread pools so the event loop never
+blocks, and numpy releases the GIL for the copies that dominate.
 
 S3 endpoint and credentials come from the standard AWS_* environment variables.
 """
@@ -13,9 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import hmac
 import logging
 import os
 import time
+import typing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,18 +27,28 @@ import boto3
 import grpc
 import numpy as np
 from botocore.config import Config
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from embedding.checkpoint import ShardReader, read_manifest
 from embedding.metrics import ServerMetrics
 from embedding.partition import PARTITION_FUNCTION
-from embedding.proto import GRPC_OPTIONS
+from embedding.proto import GRPC_OPTIONS, MAX_MESSAGE_BYTES
 from embedding.proto import embedding_pb2 as pb
 from embedding.proto import embedding_pb2_grpc as rpc
-from embedding.realtime import RealtimeConsumer
+from embedding.realtime import KafkaAuth, RealtimeConsumer
 from embedding.store import ShardStore, StateError, Table, Version, VersionError
+from embedding.validation import scan_shard
+from recop.api.recmodel import LookupLimits, StreamAuth
 from recop.local.common import LOOPBACK
 
 log = logging.getLogger("embedding.server")
+
+LOOKUP_SERVICE = pb.DESCRIPTOR.services_by_name["EmbeddingLookup"].full_name
+# Always SERVING while the process answers: the liveness probe asks for it, so a server
+# that has no version yet (not ready) is not restarted for it.
+LIVENESS_SERVICE = "liveness"
+_DEFAULT_LIMITS = LookupLimits()
+SASL_MECHANISMS = typing.get_args(StreamAuth.model_fields["mechanism"].annotation)
 
 
 @dataclass
@@ -50,6 +64,12 @@ class ServerConfig:
     lookup_threads: int = 4
     load_threads: int = 10
     host: str = LOOPBACK
+    max_ids: int = _DEFAULT_LIMITS.max_ids_per_request
+    max_request_bytes: int = _DEFAULT_LIMITS.max_request_bytes
+    admin_token_file: str = ""  # empty: the admin API takes any caller (loopback, dev)
+    admin_tls_cert: str = ""  # PEM files; empty: plaintext admin API
+    admin_tls_key: str = ""
+    kafka_auth: KafkaAuth | None = None  # None: PLAINTEXT
 
 
 def s3_client(threads: int):
@@ -58,10 +78,12 @@ def s3_client(threads: int):
 
 
 class LookupService(rpc.EmbeddingLookupServicer):
-    def __init__(self, store: ShardStore, metrics: ServerMetrics, pool: ThreadPoolExecutor):
+    def __init__(self, store: ShardStore, metrics: ServerMetrics, pool: ThreadPoolExecutor,
+                 max_ids: int):
         self.store = store
         self.metrics = metrics
         self.pool = pool
+        self.max_ids = max_ids
 
     async def Lookup(self, request, context):
         loop = asyncio.get_running_loop()
@@ -76,6 +98,14 @@ class LookupService(rpc.EmbeddingLookupServicer):
 
     def lookup(self, request: pb.LookupRequest) -> pb.LookupResponse:
         started = time.perf_counter()
+        ids = sum(len(item.ids) // 8 for item in request.tables)
+        if ids > self.max_ids:
+            # INVALID_ARGUMENT, not RESOURCE_EXHAUSTED: every replica would refuse it, so
+            # clients must not fail over (embedding/client retries RESOURCE_EXHAUSTED).
+            raise ValueError(
+                f"{ids} ids in one request, above this server's limit of {self.max_ids}: "
+                "split the request, or raise the limit (RecModel "
+                "spec.embeddingServer.lookupLimits.maxIdsPerRequest, server flag --max-ids)")
         snap = self.store.snapshot(request.version)
         queries = []
         for item in request.tables:
@@ -85,7 +115,11 @@ class LookupService(rpc.EmbeddingLookupServicer):
             if table is None:
                 raise KeyError(item.table)
             queries.append((item.table, table.dim, np.frombuffer(item.ids, "<i8")))
-        out = np.empty(sum(len(q) * dim for _, dim, q in queries), np.float32)
+        size = 4 * sum(len(q) * dim for _, dim, q in queries)
+        if size > MAX_MESSAGE_BYTES:
+            raise ValueError(f"the reply would be {size} bytes, above the {MAX_MESSAGE_BYTES} "
+                             "byte gRPC message limit: split the request")
+        out = np.empty(size // 4, np.float32)
         results, offset, keys, missing_total = [], 0, 0, 0
         for name, dim, query in queries:
             view = out[offset:offset + len(query) * dim].reshape(len(query), dim)
@@ -101,15 +135,82 @@ class LookupService(rpc.EmbeddingLookupServicer):
         return reply
 
 
+class Health:
+    """grpc.health.v1 on the lookup port: the lookup service (and the server overall)
+    serves once a version is active; LIVENESS_SERVICE serves while the process runs."""
+
+    def __init__(self):
+        self.servicer = health.aio.HealthServicer()
+
+    async def follow(self, active: int) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if active
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for service in (health.OVERALL_HEALTH, LOOKUP_SERVICE):
+            await self.servicer.set(service, status)
+        await self.servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+
+
+class BearerToken(grpc.aio.ServerInterceptor):
+    """Refuses admin calls without metadata `authorization: Bearer <token>`.
+
+    The token file (a mounted Secret) is read on every call: the kubelet updates a mounted
+    Secret in place, so a rotated token takes effect without a restart. Calls are few (the
+    operator's polls), so the read costs nothing that matters.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def expected(self) -> bytes:
+        with open(self.path, "rb") as f:
+            token = f.read().strip()
+        if not token:
+            raise ValueError(f"{self.path} is empty")
+        return token
+
+    def problem(self, header: str | None) -> str | None:
+        if header is None:
+            return ("admin API: missing `authorization: Bearer <token>` metadata; the token "
+                    "is the one in the Secret named by the RecModel's "
+                    "spec.embeddingServer.adminAuth.tokenSecret")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return "admin API: the authorization metadata must read `Bearer <token>`"
+        try:
+            expected = self.expected()
+        except (OSError, ValueError) as err:
+            log.error("admin token unreadable: %s", err)
+            return "admin API: this server cannot read its own token file"
+        if not hmac.compare_digest(presented.strip().encode(), expected):
+            return "admin API: wrong bearer token"
+        return None
+
+    async def intercept_service(self, continuation, details):
+        metadata = dict(details.invocation_metadata or ())
+        problem = self.problem(metadata.get("authorization"))
+        if problem is None:
+            return await continuation(details)
+        log.warning("refused admin call %s: %s", details.method, problem)
+        return _refusal(problem)
+
+
+def _refusal(message: str) -> grpc.RpcMethodHandler:
+    async def refuse(request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
 class AdminService(rpc.EmbeddingAdminServicer):
     """Admin API. Loads run in the background; the operator polls Status for progress."""
 
     def __init__(self, store: ShardStore, metrics: ServerMetrics, config: ServerConfig,
-                 realtime: RealtimeConsumer | None):
+                 realtime: RealtimeConsumer | None, health: Health):
         self.store = store
         self.metrics = metrics
         self.config = config
         self.realtime = realtime
+        self.health = health
         self.loader = ThreadPoolExecutor(2, thread_name_prefix="loader")
         self._jobs: set[asyncio.Future] = set()
 
@@ -138,7 +239,7 @@ class AdminService(rpc.EmbeddingAdminServicer):
 
     async def LoadFull(self, request, context):
         version = await self._call(context, self.store.begin, request.version, request.uri)
-        self._start(self._load_full, version)
+        self._start(functools.partial(self._load_full, checks=request.checks), version)
         return pb.AdminReply(message=f"loading version {request.version}",
                              active_version=self.store.active)
 
@@ -147,13 +248,15 @@ class AdminService(rpc.EmbeddingAdminServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "base_version is required")
         version = await self._call(context, self.store.begin, request.version, request.uri,
                                    request.base_version)
-        self._start(self._apply_incremental, version)
+        self._start(functools.partial(self._apply_incremental, checks=request.checks),
+                    version)
         return pb.AdminReply(message=f"building version {request.version} from "
                                      f"{request.base_version}", active_version=self.store.active)
 
     async def Commit(self, request, context):
         previous = await self._call(context, self.store.activate, request.version)
         self._refresh_metrics()
+        await self.health.follow(self.store.active)
         return pb.AdminReply(message=f"active {request.version} (was {previous})",
                              active_version=self.store.active)
 
@@ -163,6 +266,7 @@ class AdminService(rpc.EmbeddingAdminServicer):
     async def Drop(self, request, context):
         await self._call(context, self.store.drop, request.version)
         self._refresh_metrics()
+        await self.health.follow(self.store.active)
         return pb.AdminReply(message=f"dropped {request.version}",
                              active_version=self.store.active)
 
@@ -219,16 +323,23 @@ class AdminService(rpc.EmbeddingAdminServicer):
                            threads=self.config.load_threads,
                            on_bytes=version.add_bytes).read_all()
 
-    def _load_full(self, version: Version) -> None:
+    @staticmethod
+    def _check(data, checks: pb.ValueChecks) -> None:
+        """The request's value checks on every row read; unset, NaN/Inf are refused."""
+        if checks.max_abs_value > 0 or not checks.allow_non_finite:
+            scan_shard(data, checks.max_abs_value, checks.allow_non_finite)
+
+    def _load_full(self, version: Version, checks: pb.ValueChecks) -> None:
         s3 = s3_client(self.config.load_threads)
         manifest = self._manifest(s3, version, "full")
         data = self._read(s3, version, manifest)
+        self._check(data, checks)
         tables = {name: Table.from_shard(name, manifest.tables[name].dim,
                                          manifest.tables[name].dtype, shard)
                   for name, shard in data.items()}
-        self.store.finish(version, tables)
+        self.store.finish(version, tables, stream_offsets=manifest.offsets_on(self.config.topic))
 
-    def _apply_incremental(self, version: Version) -> None:
+    def _apply_incremental(self, version: Version, checks: pb.ValueChecks) -> None:
         s3 = s3_client(self.config.load_threads)
         manifest = self._manifest(s3, version, "incremental")
         if manifest.base_version != version.base_version:
@@ -241,12 +352,13 @@ class AdminService(rpc.EmbeddingAdminServicer):
                 raise ValueError(f"table {name} differs from the base version's")
         started = time.monotonic()
         data = self._read(s3, version, manifest)
+        self._check(data, checks)
         fetched = time.monotonic()
         # Unchanged tables share the base's (immutable) arrays.
         tables = dict(base.tables)
         for name, shard in data.items():
             tables[name] = tables[name].merged(shard)
-        self.store.finish(version, tables)
+        self.store.finish(version, tables, stream_offsets=manifest.offsets_on(self.config.topic))
         log.info("version %d: fetched %d bytes in %.2fs, merged in %.2fs", version.number,
                  version.bytes_total, fetched - started, time.monotonic() - fetched)
 
@@ -259,16 +371,25 @@ class EmbeddingServer:
         self.realtime = None
         if config.kafka_bootstrap:
             self.realtime = RealtimeConsumer(self.store, self.metrics, config.kafka_bootstrap,
-                                             config.topic, config.realtime_start)
+                                             config.topic, config.realtime_start,
+                                             config.kafka_auth)
         self.lookup_pool = ThreadPoolExecutor(config.lookup_threads, thread_name_prefix="lookup")
+        self.health = Health()
         self._servers: list[grpc.aio.Server] = []
         self._realtime_task: asyncio.Task | None = None
         self._metrics_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        lookup = grpc.aio.server(options=GRPC_OPTIONS)
+        await self.health.follow(self.store.active)
+        # gRPC refuses a larger request before it is read into memory, with
+        # RESOURCE_EXHAUSTED "received message larger than max (N vs. M)".
+        lookup = grpc.aio.server(options=[
+            *(o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"),
+            ("grpc.max_receive_message_length", self.config.max_request_bytes)])
         rpc.add_EmbeddingLookupServicer_to_server(
-            LookupService(self.store, self.metrics, self.lookup_pool), lookup)
+            LookupService(self.store, self.metrics, self.lookup_pool, self.config.max_ids),
+            lookup)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, lookup)
         lookup.add_insecure_port(f"{self.config.host}:{self.config.lookup_port}")
         self._servers.append(lookup)
         self._servers.append(self.admin_server())
@@ -288,12 +409,20 @@ class EmbeddingServer:
             await asyncio.sleep(1)
 
     def admin_server(self) -> grpc.aio.Server:
-        """The admin endpoint. The seam for authentication: interceptors and server
-        credentials are added here (and only here) when the security work lands."""
-        admin = grpc.aio.server(options=GRPC_OPTIONS)
+        """The admin endpoint: a bearer token and TLS when configured."""
+        config = self.config
+        interceptors = [BearerToken(config.admin_token_file)] if config.admin_token_file else []
+        admin = grpc.aio.server(options=GRPC_OPTIONS, interceptors=interceptors)
         rpc.add_EmbeddingAdminServicer_to_server(
-            AdminService(self.store, self.metrics, self.config, self.realtime), admin)
-        admin.add_insecure_port(f"{self.config.host}:{self.config.admin_port}")
+            AdminService(self.store, self.metrics, config, self.realtime, self.health), admin)
+        address = f"{config.host}:{config.admin_port}"
+        if config.admin_tls_cert:
+            with open(config.admin_tls_key, "rb") as key, open(config.admin_tls_cert,
+                                                                 "rb") as cert:
+                pair = (key.read(), cert.read())
+            admin.add_secure_port(address, grpc.ssl_server_credentials([pair]))
+        else:
+            admin.add_insecure_port(address)
         return admin
 
     async def wait(self) -> None:
@@ -326,22 +455,68 @@ def parse_args(argv=None) -> ServerConfig:
     p.add_argument("--topic", default=env("RECOP_DELTA_TOPIC", "recop-embedding-deltas"))
     p.add_argument("--realtime-start", choices=["latest", "earliest"],
                    default=env("RECOP_REALTIME_START", "latest"))
+    p.add_argument("--kafka-security-protocol",
+                   choices=["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"],
+                   default=env("RECOP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+                   help="SASL_*: the password comes from RECOP_KAFKA_PASSWORD")
+    p.add_argument("--kafka-sasl-mechanism", choices=SASL_MECHANISMS,
+                   default=env("RECOP_KAFKA_SASL_MECHANISM"))
+    p.add_argument("--kafka-username", default=env("RECOP_KAFKA_USERNAME", ""))
     p.add_argument("--lookup-threads", type=int, default=4)
     p.add_argument("--load-threads", type=int, default=10)
     p.add_argument("--host", default=env("RECOP_BIND_HOST", LOOPBACK))
+    p.add_argument("--max-ids", type=int, help="most ids one lookup request may carry",
+                   default=int(env("RECOP_LOOKUP_MAX_IDS", _DEFAULT_LIMITS.max_ids_per_request)))
+    p.add_argument("--max-request-bytes", type=int, help="largest lookup request accepted",
+                   default=int(env("RECOP_LOOKUP_MAX_REQUEST_BYTES",
+                                   _DEFAULT_LIMITS.max_request_bytes)))
+    p.add_argument("--admin-token-file", default=env("RECOP_ADMIN_TOKEN_FILE", ""),
+                   help="file holding the bearer token admin calls must carry")
+    p.add_argument("--admin-tls-cert", default=env("RECOP_ADMIN_TLS_CERT", ""),
+                   help="PEM certificate (chain) of the admin endpoint; TLS when set")
+    p.add_argument("--admin-tls-key", default=env("RECOP_ADMIN_TLS_KEY", ""))
     a = p.parse_args(argv)
     if not 0 <= a.shard_index < a.shard_count:
         p.error("need 0 <= shard-index < shard-count")
+    try:
+        LookupLimits(max_ids_per_request=a.max_ids, max_request_bytes=a.max_request_bytes)
+    except ValueError as err:
+        p.error(f"lookup limits: {err}")
+    if bool(a.admin_tls_cert) != bool(a.admin_tls_key):
+        p.error("--admin-tls-cert and --admin-tls-key go together")
+    if a.admin_token_file:
+        # Fail at start, not on the first admin call, when the Secret is not mounted.
+        try:
+            BearerToken(a.admin_token_file).expected()
+        except (OSError, ValueError) as err:
+            p.error(f"admin token: {err}")
     return ServerConfig(a.shard_index, a.shard_count, a.lookup_port, a.admin_port,
                         a.metrics_port, a.kafka_bootstrap, a.topic, a.realtime_start,
-                        a.lookup_threads, a.load_threads, a.host)
+                        a.lookup_threads, a.load_threads, a.host, a.max_ids,
+                        a.max_request_bytes, a.admin_token_file, a.admin_tls_cert,
+                        a.admin_tls_key, _kafka_auth(p, a))
+
+
+def _kafka_auth(p: argparse.ArgumentParser, a: argparse.Namespace) -> KafkaAuth | None:
+    if a.kafka_security_protocol == "PLAINTEXT":
+        return None
+    # Only from the environment: a flag would show the password to anyone who can list
+    # processes.
+    password = os.environ.get("RECOP_KAFKA_PASSWORD", "")
+    if not (a.kafka_sasl_mechanism and a.kafka_username and password):
+        p.error(f"{a.kafka_security_protocol} needs --kafka-sasl-mechanism, "
+                "--kafka-username and RECOP_KAFKA_PASSWORD")
+    return KafkaAuth(a.kafka_security_protocol, a.kafka_sasl_mechanism, a.kafka_username,
+                     password)
 
 
 async def serve(config: ServerConfig) -> None:
     server = EmbeddingServer(config)
     await server.start()
-    log.info("shard %d/%d: lookup :%d admin :%d", config.shard_index, config.shard_count,
-             config.lookup_port, config.admin_port)
+    log.info("shard %d/%d: lookup :%d admin :%d (%s, %s)", config.shard_index,
+             config.shard_count, config.lookup_port, config.admin_port,
+             "token" if config.admin_token_file else "no token",
+             "TLS" if config.admin_tls_cert else "plaintext")
     try:
         await server.wait()
     finally:

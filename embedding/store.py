@@ -195,6 +195,10 @@ class Version:
     bytes_loaded: int = 0
     # Replaced as a whole (never mutated) so a reader's snapshot is always consistent.
     snapshot: Snapshot | None = None
+    # Real-time stream position the snapshot includes: partition -> next offset not yet
+    # absorbed. None until known: from the checkpoint, else the consumer's position when
+    # the version first takes deltas. Only the real-time consumer changes it after loading.
+    stream_offsets: dict[int, int] | None = None
     _progress_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -261,8 +265,12 @@ class ShardStore:
             return version
 
     def finish(self, version: Version, tables: dict[str, Table],
-               overlays: dict[str, Overlay] | None = None) -> None:
+               overlays: dict[str, Overlay] | None = None,
+               stream_offsets: dict[int, int] | None = None) -> None:
         overlays = {n: (overlays or {}).get(n) or Overlay.empty(t.dim) for n, t in tables.items()}
+        # Set before the version becomes ready: the consumer must never see it ready
+        # without the position it replays from.
+        version.stream_offsets = stream_offsets
         version.snapshot = Snapshot(version.number, tables, overlays)
         version.state = State.READY
 

@@ -54,6 +54,8 @@ RULES: tuple[Rule, ...] = (
     Rule("policy", ("poddisruptionbudgets",), OWNED, "RecModel children: one per shard"),
     Rule("", ("services", "configmaps"), OWNED,
          "RecModel children: shard and Triton Services, Triton's config.pbtxt"),
+    Rule("networking.k8s.io", ("networkpolicies",), OWNED,
+         "RecModel children: the embedding servers' admin port only from the operator"),
     Rule("discovery.k8s.io", ("endpointslices",), ("list", "watch"),
          "status from discovery: Kopf watches slices, reconcile lists a model's slices"),
     Rule("", ("nodes",), ("list",),
@@ -68,7 +70,8 @@ RULES: tuple[Rule, ...] = (
          "Kopf peering: keep-alives go to the status subresource (charts/recop/crds)"),
     Rule("", ("secrets",), ("get",),
          "controllers/modelversion_drivers reads the S3 credentials a RecModel names "
-         "(storage.accessKeyId/secretAccessKey); get only, never list or watch. Ahead for "
+         "(storage.accessKeyId/secretAccessKey), controllers/admin_auth its admin token and "
+         "TLS CA (embeddingServer.adminAuth); get only, never list or watch. Ahead for "
          "the same reason as modelversions", ahead=True),
     Rule("gateway.networking.k8s.io", ("httproutes", "grpcroutes"), ("get", "create", "patch"),
          "controllers/abtest._reconcile reads each test's routes to see whether they "

@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from controllers.recmodel_objects import OPERATOR_POD_LABELS
 from recop import rbac
 from recop.local import cluster, cluster_build
 from recop.local.common import cache_dir
@@ -35,7 +36,9 @@ ALL_ON = ["--set", "metrics.serviceMonitor.enabled=true",
           "--set", "nodeSelector.kubernetes\\.io/os=linux",
           "--set", "tolerations[0].key=dedicated,tolerations[0].operator=Exists",
           "--set", "podAnnotations.a=b,podLabels.c=d",
-          "--set", "serviceAccount.annotations.e=f"]
+          "--set", "serviceAccount.annotations.e=f",
+          "--set", "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=obs",
+          "--set", "networkPolicy.extraEgress[0].to[0].ipBlock.cidr=10.1.0.0/16"]
 
 
 @cache
@@ -92,7 +95,8 @@ def test_rendered_objects_are_valid_kubernetes(values):
             "ClusterRoleBinding", "ClusterKopfPeering"} <= kinds
     assert kinds - {"CustomResourceDefinition"} <= {
         "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-        "ClusterKopfPeering", "Service", "ServiceMonitor", "PodDisruptionBudget"}
+        "ClusterKopfPeering", "Service", "ServiceMonitor", "PodDisruptionBudget",
+        "NetworkPolicy"}
 
 
 def test_chart_crds_are_the_generated_ones_plus_kopf_peering():
@@ -173,10 +177,33 @@ def test_rbac_grants_no_wildcards_or_escalation():
             assert rule.verbs == ("get",), "S3 credentials are read by name only"
 
 
+def test_network_policy_limits_the_operator_to_its_peers():
+    docs = render()
+    policy = one(docs, "NetworkPolicy")["spec"]
+    pod = one(docs, "Deployment")["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    ports = [p["port"] for rule in policy["ingress"] for p in rule["ports"]]
+    assert sorted(ports) == [8080, 8081]
+    egress = {p["port"] for rule in policy["egress"] for p in rule.get("ports", [])}
+    assert {53, 443, 6443, 9000, 9090} <= egress
+    # The pods RecOp runs for models (embedding admin, Triton) are the only other peers.
+    managed = [rule for rule in policy["egress"] if "ports" not in rule]
+    assert managed == [{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
+        "app.kubernetes.io/part-of": "recop", "app.kubernetes.io/managed-by": "recop"}}}]}]
+    # Each RecModel's policy opens the admin port to these labels in this namespace.
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert OPERATOR_POD_LABELS.items() <= pod["metadata"]["labels"].items()
+    assert not [d for d in render("--set", "networkPolicy.enabled=false")
+                if d["kind"] == "NetworkPolicy"]
+
+
 @pytest.mark.parametrize("bad", [
     "replicaCount=0", "image.pullPolicy=Sometimes", "image.digest=sha256:abc",
     "image.tag=has space", "metrics.port=80", "resources.limits.memory=lots",
     "nosuchkey=1", "metrics.serviceMonitor.interval=often", "serviceAccount.name=Bad_Name",
+    "networkPolicy.egress.s3.cidrs[0]=anywhere", "networkPolicy.egress.prometheus.ports[0]=0",
 ])
 def test_values_schema_refuses_bad_values(bad):
     result = helm("template", "recop", str(CHART), "--set", bad, check=False)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from controllers import labels as L
 from controllers.fit import NodeInfo, dense_fit_problem, shard_fit_problem
 from controllers.recmodel_objects import (
+    LIVENESS_HEALTH_SERVICE,
+    LOOKUP_HEALTH_SERVICE,
+    OPERATOR_POD_LABELS,
     Owner,
     desired_objects,
+    embedding_deployment,
+    embedding_network_policy,
     shard_memory_bytes,
     triton_deployment,
 )
@@ -201,3 +208,135 @@ def test_status_reports_a_refusal_as_failed():
     status = summarize(example_spec(), "m", "ns", 1, [0] * 8, 0, RecModelStatus(), "too big")
     assert status.phase == Phase.FAILED
     assert status.conditions_message("Degraded") == "too big"
+
+
+def _with_server(**changes) -> RecModelSpec:
+    spec = example_spec()
+    server = spec.embedding_server.model_validate(
+        {**spec.embedding_server.to_wire(), **changes})
+    return spec.model_copy(update={"embedding_server": server})
+
+
+def _container(spec: RecModelSpec) -> dict:
+    return embedding_deployment(OWNER, spec, 0)["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_probes_ask_the_servers_health_services():
+    from embedding.server import LIVENESS_SERVICE, LOOKUP_SERVICE
+
+    assert (LOOKUP_HEALTH_SERVICE, LIVENESS_HEALTH_SERVICE) == (LOOKUP_SERVICE, LIVENESS_SERVICE)
+    container = _container(example_spec())
+    # Ready once a version serves; alive while the process answers, version or not.
+    assert container["readinessProbe"]["grpc"] == {"port": 8500, "service": LOOKUP_SERVICE}
+    assert container["livenessProbe"]["grpc"] == {"port": 8500, "service": LIVENESS_SERVICE}
+
+
+def test_admin_token_and_tls_are_mounted_from_their_secrets_never_put_in_env():
+    spec = _with_server(adminAuth={"tokenSecret": {"name": "emb-admin", "key": "token"},
+                                   "tlsSecret": "emb-admin-tls"})
+    pod = embedding_deployment(OWNER, spec, 0)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RECOP_ADMIN_TOKEN_FILE"]["value"] == "/etc/recop/admin-token/token"
+    assert env["RECOP_ADMIN_TLS_CERT"]["value"] == "/etc/recop/admin-tls/tls.crt"
+    assert env["RECOP_ADMIN_TLS_KEY"]["value"] == "/etc/recop/admin-tls/tls.key"
+    volumes = {v["name"]: v["secret"] for v in pod["volumes"]}
+    assert volumes["admin-token"]["secretName"] == "emb-admin"
+    assert volumes["admin-token"]["items"] == [{"key": "token", "path": "token"}]
+    assert volumes["admin-tls"]["secretName"] == "emb-admin-tls"
+    # Readable by the server's group only (fsGroup), mounted read-only.
+    assert {v["defaultMode"] for v in volumes.values()} == {0o440}
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+    assert all(m["readOnly"] for m in container["volumeMounts"])
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {
+        "/etc/recop/admin-token", "/etc/recop/admin-tls"}
+    # Without adminAuth: no token, no volumes.
+    plain = embedding_deployment(OWNER, _with_server(adminAuth=None), 0)
+    plain = plain["spec"]["template"]["spec"]
+    assert "volumes" not in plain and "volumeMounts" not in plain["containers"][0]
+    assert not any(e["name"].startswith("RECOP_ADMIN_T") for e in plain["containers"][0]["env"])
+
+
+def test_lookup_limits_reach_the_servers():
+    spec = _with_server(lookupLimits={"maxIdsPerRequest": 5000})
+    env = {e["name"]: e.get("value") for e in _container(spec)["env"]}
+    assert env["RECOP_LOOKUP_MAX_IDS"] == "5000"
+    assert env["RECOP_LOOKUP_MAX_REQUEST_BYTES"] == str(64 << 20)
+
+
+def test_network_policy_opens_lookup_to_all_and_admin_to_the_operator_only():
+    policy = embedding_network_policy(OWNER, example_spec(), "recop-system")
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == L.selector("ctr-ranker", L.EMBEDDING)
+    assert spec["policyTypes"] == ["Ingress"]  # egress (S3, Kafka) stays open
+    open_rule, admin_rule = spec["ingress"]
+    assert "from" not in open_rule
+    assert {p["port"] for p in open_rule["ports"]} == {8500, 9100}
+    assert admin_rule["ports"] == [{"protocol": "TCP", "port": 8501}]
+    assert admin_rule["from"] == [{
+        "podSelector": {"matchLabels": OPERATOR_POD_LABELS},
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "recop-system"}}}]
+    # Outside a cluster the operator's namespace is unknown: its pods in any namespace.
+    anywhere = embedding_network_policy(OWNER, example_spec(), None)["spec"]["ingress"][1]
+    assert anywhere["from"][0]["namespaceSelector"] == {}
+
+
+def test_network_policy_only_for_managed_servers_and_applied_first():
+    objects = desired_objects(OWNER, example_spec(), operator_namespace="recop-system")
+    assert objects[0]["kind"] == "NetworkPolicy"
+    assert len(by_kind(objects, "NetworkPolicy")) == 1
+    external = _with_server(deployment="External")
+    assert not by_kind(desired_objects(OWNER, external), "NetworkPolicy")
+
+
+def test_embedding_objects_are_valid_kubernetes():
+    import kubernetes_validate
+
+    from recop.local import cluster_build
+
+    version = cluster_build.KUBERNETES_VERSION.lstrip("v").rsplit(".", 1)[0] + ".0"
+    spec = _with_server(adminAuth={"tokenSecret": {"name": "a", "key": "t"}, "tlsSecret": "b"})
+    for obj in desired_objects(OWNER, spec, operator_namespace="recop-system"):
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def _with_stream_auth(**auth) -> RecModelSpec:
+    spec = example_spec()
+    stream = spec.stream.model_validate({**spec.stream.to_wire(), "auth": {
+        "mechanism": "SCRAM-SHA-512", "username": {"name": "kafka-emb", "key": "user"},
+        "password": {"name": "kafka-emb", "key": "password"}, **auth}})
+    return spec.model_copy(update={"stream": stream})
+
+
+def test_stream_credentials_reach_the_servers_only_as_secret_refs():
+    env = _container(_with_stream_auth())["env"]
+    by_name = {e["name"]: e for e in env}
+    assert by_name["RECOP_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert by_name["RECOP_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    for var, key in (("RECOP_KAFKA_USERNAME", "user"), ("RECOP_KAFKA_PASSWORD", "password")):
+        assert by_name[var] == {"name": var, "valueFrom": {
+            "secretKeyRef": {"name": "kafka-emb", "key": key}}}
+    plaintext = {e["name"]: e.get("value") for e in _container(_with_stream_auth(tls=False))["env"]}
+    assert plaintext["RECOP_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    # Without auth the servers connect in PLAINTEXT and get no credentials at all.
+    assert not any(e["name"].startswith(("RECOP_KAFKA_S", "RECOP_KAFKA_U", "RECOP_KAFKA_P"))
+                   for e in _container(example_spec())["env"])
+
+
+def test_a_stream_password_cannot_be_written_into_the_spec():
+    doc = example_spec().to_wire()
+    doc["stream"]["auth"] = {"mechanism": "PLAIN", "username": {"name": "k", "key": "u"},
+                             "password": "hunter2"}
+    with pytest.raises(ValidationError):
+        RecModelSpec.model_validate(doc)
+
+
+def test_stream_auth_deployment_is_valid_kubernetes():
+    import kubernetes_validate
+
+    from recop.local import cluster_build
+
+    version = cluster_build.KUBERNETES_VERSION.lstrip("v").rsplit(".", 1)[0] + ".0"
+    kubernetes_validate.validate(embedding_deployment(OWNER, _with_stream_auth(), 0), version,
+                                 strict=True)

@@ -58,6 +58,37 @@ class Sharding(ApiModel):
     )
 
 
+class LookupLimits(ApiModel):
+    """What one lookup request may ask of one embedding server."""
+
+    max_ids_per_request: int = Field(default=1 << 20, ge=1, le=1 << 26, description=(
+        "Most ids (over all tables) in one request; refused with INVALID_ARGUMENT above."))
+    max_request_bytes: int = Field(default=64 << 20, ge=1 << 16, le=1 << 30, description=(
+        "Largest request message; gRPC refuses larger ones with RESOURCE_EXHAUSTED before "
+        "reading them into memory."))
+
+    cross_field_rules = (
+        Rule("self.maxRequestBytes >= 8 * self.maxIdsPerRequest",
+             "maxRequestBytes must hold maxIdsPerRequest ids (8 bytes each)",
+             lambda s: s.max_request_bytes >= 8 * s.max_ids_per_request),
+    )
+
+
+class AdminAuth(ApiModel):
+    """How the operator authenticates to the embedding servers' admin API (and, with
+    TLS, how it knows it talks to them)."""
+
+    token_secret: SecretKeyRef = Field(description=(
+        "The bearer token every admin call must carry: mounted into the servers as a file, "
+        "read by the operator from the Secret."))
+    tls_secret: Name | None = Field(default=None, description=(
+        "A kubernetes.io/tls Secret (tls.crt, tls.key, and ca.crt when a CA signed it): "
+        "the admin port serves TLS with it and the operator verifies the servers against "
+        "ca.crt (else tls.crt). The certificate must name each shard Service "
+        "(<model>-emb-<shard>.<namespace>.svc, e.g. with *.<namespace>.svc), since pods "
+        "are reached by IP."))
+
+
 class EmbeddingServer(ApiModel):
     """Settings of the embedding server pods."""
 
@@ -75,6 +106,14 @@ class EmbeddingServer(ApiModel):
     lookup_port: int = Field(default=8500, ge=1, le=65535)
     admin_port: int = Field(default=8501, ge=1, le=65535)
     metrics_port: int = Field(default=9100, ge=1, le=65535)
+    lookup_limits: LookupLimits = Field(default_factory=LookupLimits, description=(
+        "What one lookup request may ask of one server; larger ones are refused with an "
+        "error naming the limit (clients split a batch by shard, so a server sees about "
+        "1/shards of it)."))
+    admin_auth: AdminAuth | None = Field(default=None, description=(
+        "Token (and TLS) for the admin API; unset: the admin port takes any caller that "
+        "can reach it (for Managed servers RecOp's NetworkPolicy limits that to the "
+        "operator's pods)."))
 
     cross_field_rules = (
         Rule("self.lookupPort != self.adminPort && self.lookupPort != self.metricsPort"
@@ -150,6 +189,19 @@ class S3Storage(ApiModel):
     )
 
 
+class StreamAuth(ApiModel):
+    """SASL credentials for the stream's brokers."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(description=(
+        "The SASL mechanism the brokers' listener takes."))
+    username: SecretKeyRef = Field(description=(
+        "Credentials come only from Secrets, never from the spec itself."))
+    password: SecretKeyRef
+    tls: bool = Field(default=True, description=(
+        "SASL_SSL, verified against the system CAs; false: SASL_PLAINTEXT, which sends "
+        "PLAIN passwords in the clear."))
+
+
 class Stream(ApiModel):
     """The message queue carrying real-time row deltas (Kafka protocol)."""
 
@@ -159,6 +211,8 @@ class Stream(ApiModel):
     topic: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
     max_lag_seconds: int = Field(default=30, ge=1, le=86400, description=(
         "Freshness past which the model is marked Degraded."))
+    auth: StreamAuth | None = Field(default=None, description=(
+        "SASL authentication; unset: the embedding servers connect in PLAINTEXT."))
 
 
 class RollbackPolicy(ApiModel):

@@ -7,6 +7,7 @@ version: the first build takes many minutes on 2 cores, every later start reuses
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -40,7 +41,16 @@ class Binaries:
 
 
 def build_all() -> Binaries:
-    """Build (or find in the cache) every binary the cluster needs."""
+    """Build (or find in the cache) every binary the cluster needs. One build at a time
+    per cache: concurrent test processes would otherwise compile into the same
+    `.partial` directory and move each other's binaries away."""
+    lock_path = cache_dir() / "build.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_all()
+
+
+def _build_all() -> Binaries:
     etcd = build_etcd()
     kube = build_kubernetes()
     kwok = go_install("kwok", "sigs.k8s.io/kwok/cmd/kwok", KWOK_VERSION)

@@ -88,9 +88,36 @@ def _java(libs: Path, main: str, *args: str, heap: str = "512m") -> list[str]:
             "-cp", f"{libs}/*", main, *args]
 
 
+def _listener(port: int, controller_port: int, plain_users: dict[str, str] | None) -> list[str]:
+    """The client listener (PLAINTEXT, or SASL_PLAINTEXT with PLAIN when users are given),
+    which also carries inter-broker traffic; the controller listener stays PLAINTEXT."""
+    kind = "SASL_PLAINTEXT" if plain_users else "PLAINTEXT"
+    lines = [
+        f"listeners={kind}://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
+        f"advertised.listeners={kind}://{LOOPBACK}:{port}",
+        f"inter.broker.listener.name={kind}",
+        f"listener.security.protocol.map={kind}:{kind},CONTROLLER:PLAINTEXT",
+    ]
+    if plain_users:
+        # The broker logs in to itself as a user of its own, so no test user is needed
+        # for inter-broker traffic.
+        broker = uuid.uuid4().hex
+        users = " ".join(f'user_{name}="{password}"'
+                         for name, password in {**plain_users, "broker": broker}.items())
+        lines += [
+            "sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.inter.broker.protocol=PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="broker" password="{broker}" {users};',
+        ]
+    return lines
+
+
 def start(port: int | None = None, version: str = KAFKA_VERSION, heap: str = "512m",
-          timeout: float = 90) -> KafkaHandle:
-    """Format a fresh KRaft log dir and start the broker; return once it accepts clients."""
+          timeout: float = 90, plain_users: dict[str, str] | None = None) -> KafkaHandle:
+    """Format a fresh KRaft log dir and start the broker; return once it accepts clients.
+    `plain_users` (name -> password): clients must authenticate with SASL PLAIN."""
     libs = build(version)
     port = port or free_port()
     controller_port = free_port()
@@ -102,11 +129,8 @@ def start(port: int | None = None, version: str = KAFKA_VERSION, heap: str = "51
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@{LOOPBACK}:{controller_port}",
-        f"listeners=PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{port}",
+        *_listener(port, controller_port, plain_users),
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         f"log.dirs={data}",
         "num.partitions=1",
         "offsets.topic.replication.factor=1",

@@ -11,6 +11,7 @@ import argparse
 import json
 import shutil
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -80,6 +81,20 @@ class PrometheusHandle:
             time.sleep(0.2)
         raise TimeoutError(f"no healthy scrape target with {label}={value} in {timeout:.0f}s")
 
+    def wait_ready(self, timeout: float) -> None:
+        """Until /-/ready says 200: the port opens before the TSDB is loaded, and queries
+        in between are answered 503."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5):
+                    return
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    self.process.stop()
+                    raise TimeoutError(f"prometheus not ready in {timeout:.0f}s") from None
+                time.sleep(0.1)
+
     def stop(self) -> None:
         self.process.stop()
 
@@ -98,7 +113,9 @@ def start(port: int | None = None, interval: str = "1s", timeout: float = 30) ->
         "--web.enable-lifecycle",
     ], directory=workdir)
     process.wait_listening(port, timeout=timeout, what="prometheus")
-    return PrometheusHandle(port, targets, process)
+    handle = PrometheusHandle(port, targets, process)
+    handle.wait_ready(timeout)
+    return handle
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Unit tests of the real-time delta wire format and its application to a shard."""
 
 import contextlib
+import itertools
 
 import numpy as np
 import pytest
@@ -10,13 +11,22 @@ from hypothesis import strategies as st
 from embedding import realtime
 from embedding.partition import shard_of
 from embedding.realtime import (
+    Entry,
     MalformedDelta,
-    apply_deltas,
+    apply_records,
     decode,
     encode_delete,
     encode_upsert,
 )
 from embedding.store import ShardStore, Table
+
+_offsets = itertools.count()
+
+
+def apply_deltas(store: ShardStore, deltas: list) -> None:
+    """The deltas as the next records of one partition."""
+    entries = [Entry(0, next(_offsets), d) for d in deltas]
+    apply_records(store, entries, {0: entries[0].offset})
 
 
 def test_roundtrip():
