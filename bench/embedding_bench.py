@@ -168,7 +168,7 @@ def bench_freshness(s3, kafka, results: Results, samples: int) -> None:
     CheckpointWriter(s3.client(), uri, shards).write_full(
         1, {"rt": (ids, np.zeros((len(ids), dim), np.float32))}
     )
-    asyncio.run(_create_topic(kafka.bootstrap, topic, shards))
+    asyncio.run(local_kafka.create_topic(kafka.bootstrap, topic, shards))
     cluster = LocalCluster(shards, 1, env=s3.env, kafka_bootstrap=kafka.bootstrap, topic=topic)
     try:
         cluster.prepare_full(1, uri)
@@ -202,7 +202,7 @@ async def _raw_round_trip(bootstrap: str, size: int, samples: int) -> list[float
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     topic = f"bench-raw-{uuid.uuid4().hex[:6]}"
-    await _create_topic(bootstrap, topic, 1)
+    await local_kafka.create_topic(bootstrap, topic, 1)
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
@@ -221,17 +221,6 @@ async def _raw_round_trip(bootstrap: str, size: int, samples: int) -> list[float
         await producer.stop()
         await consumer.stop()
     return lat
-
-
-async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 async def _publish_and_watch(bootstrap, topic, client, dim, samples, shard_count):

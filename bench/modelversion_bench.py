@@ -141,7 +141,7 @@ def peer_update(peer, number: int, uri: str, base: int | None, drop: int | None)
 
 
 def setup(info, s3, servers, prometheus) -> None:
-    from controllers import labels as L
+    from recop.local.slices import shard_slice
 
     harness_apply = Harness(info, None).apply
     harness_apply({"apiVersion": "v1", "kind": "Secret",
@@ -159,16 +159,8 @@ def setup(info, s3, servers, prometheus) -> None:
                                    "accessKeyId": {"name": "s3", "key": "id"},
                                    "secretAccessKey": {"name": "s3", "key": "secret"}}}})
     for proc in servers.processes:
-        service = L.embedding_name("bench", proc.shard_index)
-        harness_apply({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-local", "namespace": NS,
-                         "labels": {L.SERVICE_NAME: service, L.MODEL: "bench"}},
-            "addressType": "FQDN",
-            "endpoints": [{"addresses": [f"shard-{proc.shard_index}.localhost"],
-                           "conditions": {"ready": True}}],
-            "ports": [{"name": "lookup", "port": proc.lookup_port, "protocol": "TCP"},
-                      {"name": "admin", "port": proc.admin_port, "protocol": "TCP"}]})
+        harness_apply(shard_slice(NS, "bench", proc.shard_index, {
+            "lookup": proc.lookup_port, "admin": proc.admin_port}))
     prometheus.set_targets("bench", [f"127.0.0.1:{p.metrics_port}"
                                      for p in servers.processes], {"job_kind": "emb"})
 

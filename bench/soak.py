@@ -34,6 +34,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 from e2e.reliability import DIM, ROWS, TABLE, Stack  # noqa: E402
 from embedding.client import EmbeddingClient  # noqa: E402
 from embedding.realtime import encode_by_shard  # noqa: E402
+from recop.local import kafka as local_kafka  # noqa: E402
 
 HOT = 2000
 BATCH = 512
@@ -122,25 +123,10 @@ class DeltaProducer:
         self._thread.join(60)
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    async def create():
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=partitions,
-                                                replication_factor=1)])
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
-
-
 def run(cluster, kafka, seconds: float, log=print) -> dict:
     """The soak on a running cluster and broker; returns its figures."""
     topic = f"soak-{uuid.uuid4().hex[:8]}"
-    create_topic(kafka.bootstrap, topic, 2)
+    asyncio.run(local_kafka.create_topic(kafka.bootstrap, topic, 2))
     stack = Stack(cluster, NS, kafka=kafka, topic=topic)
     expected: dict[int, np.ndarray] = {}
     landed = {"full": 0, "incremental": 0, "realtime": 0}
@@ -224,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from e2e.conftest import install_crds
     from recop.local import cluster as local_cluster
-    from recop.local import kafka as local_kafka
 
     started_here = local_cluster.running() is None
     cluster = local_cluster.ensure_up()

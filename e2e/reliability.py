@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from controllers import labels as L
 from e2e.support import OperatorProcess, get_json, wait_for
 from embedding.checkpoint import CheckpointWriter
 from embedding.client import EmbeddingClient
@@ -34,6 +33,7 @@ from embedding.cluster import ShardProcess, start_shard
 from recop.local import minio as local_minio
 from recop.local.common import ManagedProcess
 from recop.local.faultproxy import FaultProxy
+from recop.local.slices import shard_slice, triton_slice
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "ranker"
@@ -160,26 +160,13 @@ class Stack:
     def register(self, proc: ShardProcess, ready: bool = True) -> None:
         """An FQDN slice per server process (the API refuses loopback IPs; names under
         .localhost resolve to loopback)."""
-        service = L.embedding_name(MODEL, proc.shard_index)
-        apply(self.cluster, {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-{proc.lookup_port}", "namespace": self.ns,
-                         "labels": {L.SERVICE_NAME: service, L.MODEL: MODEL}},
-            "addressType": "FQDN",
-            "endpoints": [{"addresses": [f"shard-{proc.shard_index}.localhost"],
-                           "conditions": {"ready": ready}}],
-            "ports": [{"name": "lookup", "port": proc.lookup_port, "protocol": "TCP"},
-                      {"name": "admin", "port": proc.admin_port, "protocol": "TCP"}]})
+        apply(self.cluster, shard_slice(
+            self.ns, MODEL, proc.shard_index,
+            {"lookup": proc.lookup_port, "admin": proc.admin_port},
+            suffix=str(proc.lookup_port), ready=ready))
 
     def _register_triton(self) -> None:
-        service = L.triton_name(MODEL)
-        apply(self.cluster, {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-local", "namespace": self.ns,
-                         "labels": {L.SERVICE_NAME: service, L.MODEL: MODEL}},
-            "addressType": "FQDN",
-            "endpoints": [{"addresses": ["triton.localhost"], "conditions": {"ready": True}}],
-            "ports": [{"name": "grpc", "port": self.triton.grpc_port, "protocol": "TCP"}]})
+        apply(self.cluster, triton_slice(self.ns, MODEL, self.triton.grpc_port))
 
     def write_full(self, number: int) -> str:
         uri = f"s3://{self.bucket}/v{number}"
@@ -324,6 +311,22 @@ class Stack:
         if self.s3 is not None:
             self.s3.stop()
         self.cluster.kubectl("delete", "namespace", self.ns, "--wait=false", check=False)
+
+
+@contextlib.contextmanager
+def serving_v1(cluster, namespace: str) -> Iterator[Stack]:
+    """A Stack with full checkpoints 1 to 3 in S3 and v1 Active: the start of the fault
+    tests that need an update in flight."""
+    stack = Stack(cluster, namespace)
+    try:
+        for n in (1, 2, 3):
+            stack.write_full(n)
+        stack.version("v1", f"s3://{stack.bucket}/v1")
+        stack.wait_phase("v1", "Active")
+        yield stack
+    finally:
+        stack.stop()
+
 
 class Reader:
     """Lookups in a loop from a thread while a fault is on: every answer must be one whole

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from e2e.reliability import Figures, Reader, Stack
+from e2e.reliability import Figures, Reader, Stack, serving_v1
 from e2e.support import restart_apiserver, wait_for
 from recop.local.faultproxy import Fault
 
@@ -19,15 +19,8 @@ NS = "e2e-faults-apiserver"
 
 @pytest.fixture(scope="module")
 def stack(cluster):
-    stack = Stack(cluster, NS)
-    try:
-        for n in (1, 2, 3):
-            stack.write_full(n)
-        stack.version("v1", f"s3://{stack.bucket}/v1")
-        stack.wait_phase("v1", "Active")
+    with serving_v1(cluster, NS) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_api_server_restarted_mid_update(stack, record_property):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from e2e.reliability import Figures, Reader, Stack
+from e2e.reliability import Figures, Reader, serving_v1
 from e2e.support import wait_for
 from recop.local.faultproxy import Fault
 
@@ -18,15 +18,8 @@ NS = "e2e-faults-servers"
 
 @pytest.fixture(scope="module")
 def stack(cluster):
-    stack = Stack(cluster, NS)
-    try:
-        for n in (1, 2, 3):
-            stack.write_full(n)
-        stack.version("v1", f"s3://{stack.bucket}/v1")
-        stack.wait_phase("v1", "Active")
+    with serving_v1(cluster, NS) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_only_replica_of_a_shard_killed_during_a_full_load(stack, record_property):

@@ -25,7 +25,6 @@ import uuid
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from e2e.reliability import Figures
 from e2e.support import wait_for
@@ -137,17 +136,7 @@ def parts():
 
 def new_topic(kafka) -> str:
     topic = f"deltas-{uuid.uuid4().hex[:8]}"
-
-    async def create():
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=SHARDS,
-                                                replication_factor=1)])
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
+    asyncio.run(local_kafka.create_topic(kafka.bootstrap, topic, SHARDS))
     return topic
 
 

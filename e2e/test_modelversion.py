@@ -29,6 +29,7 @@ from embedding.cluster import LocalCluster, start_shard
 from recop.local import minio as local_minio
 from recop.local import prometheus as local_prometheus
 from recop.local import triton as local_triton
+from recop.local.slices import shard_slice, triton_slice
 
 NS = "e2e-modelversion"
 BUCKET = "recop-e2e-mv"
@@ -97,14 +98,7 @@ def parts(cluster):
                                         "accessKeyId": {"name": "s3", "key": "id"},
                                         "secretAccessKey": {"name": "s3", "key": "secret"}}}})
         register(cluster, servers, 0)
-        service = L.triton_name("ranker")
-        apply(cluster, {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-local", "namespace": NS,
-                         "labels": {L.SERVICE_NAME: service, L.MODEL: "ranker"}},
-            "addressType": "FQDN",
-            "endpoints": [{"addresses": ["triton.localhost"], "conditions": {"ready": True}}],
-            "ports": [{"name": "grpc", "port": triton.grpc_port, "protocol": "TCP"}]})
+        apply(cluster, triton_slice(NS, "ranker", triton.grpc_port))
         operator = OperatorProcess(cluster.kubeconfig, NS, env=operator_env(prometheus))
         yield [cluster, servers, operator, s3, triton, prometheus]
     finally:
@@ -125,16 +119,9 @@ def register_process(cluster, proc, suffix: str = "local") -> None:
     """An FQDN slice for a shard server process: the API refuses loopback IPs, and names
     under .localhost resolve to loopback (RFC 6761). A slice's ports are its own, so each
     process on loopback gets a slice."""
-    shard = proc.shard_index
-    service = L.embedding_name("ranker", shard)
-    apply(cluster, {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": f"{service}-{suffix}", "namespace": NS,
-                     "labels": {L.SERVICE_NAME: service, L.MODEL: "ranker"}},
-        "addressType": "FQDN",
-        "endpoints": [{"addresses": [f"shard-{shard}.localhost"], "conditions": {"ready": True}}],
-        "ports": [{"name": "lookup", "port": proc.lookup_port, "protocol": "TCP"},
-                  {"name": "admin", "port": proc.admin_port, "protocol": "TCP"}]})
+    apply(cluster, shard_slice(NS, "ranker", proc.shard_index,
+                               {"lookup": proc.lookup_port, "admin": proc.admin_port},
+                               suffix=suffix))
 
 
 def version(name: str, source: str, dense: int | None = None) -> dict:

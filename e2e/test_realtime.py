@@ -17,9 +17,7 @@ import uuid
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from controllers import labels as L
 from e2e.support import OperatorProcess, get_json, wait_for
 from embedding.checkpoint import CheckpointWriter
 from embedding.client import EmbeddingClient
@@ -27,6 +25,7 @@ from embedding.cluster import LocalCluster
 from embedding.realtime import encode_by_shard
 from recop.local import kafka as local_kafka
 from recop.local import minio as local_minio
+from recop.local.slices import shard_slice
 
 NS = "e2e-realtime"
 BUCKET = "recop-e2e-rt"
@@ -37,16 +36,6 @@ DIM = 8
 def apply(cluster, obj: dict) -> None:
     cluster.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-",
                     input=json.dumps(obj))
-
-
-async def _create_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=SHARDS,
-                                            replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 def produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes]]) -> None:
@@ -73,7 +62,7 @@ def stream(cluster):
     servers = operator = None
     try:
         topic = f"deltas-{uuid.uuid4().hex[:8]}"
-        asyncio.run(_create_topic(kafka.bootstrap, topic))
+        asyncio.run(local_kafka.create_topic(kafka.bootstrap, topic, SHARDS))
         client = s3.client()
         client.create_bucket(Bucket=BUCKET)
         ids = np.arange(1000, dtype=np.int64)
@@ -98,16 +87,8 @@ def stream(cluster):
                                         "accessKeyId": {"name": "s3", "key": "id"},
                                         "secretAccessKey": {"name": "s3", "key": "secret"}}}})
         for proc in servers.processes:
-            service = L.embedding_name("feed", proc.shard_index)
-            apply(cluster, {
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": f"{service}-local", "namespace": NS,
-                             "labels": {L.SERVICE_NAME: service, L.MODEL: "feed"}},
-                "addressType": "FQDN",
-                "endpoints": [{"addresses": [f"shard-{proc.shard_index}.localhost"],
-                               "conditions": {"ready": True}}],
-                "ports": [{"name": "lookup", "port": proc.lookup_port, "protocol": "TCP"},
-                          {"name": "admin", "port": proc.admin_port, "protocol": "TCP"}]})
+            apply(cluster, shard_slice(NS, "feed", proc.shard_index, {
+                "lookup": proc.lookup_port, "admin": proc.admin_port}))
         operator = OperatorProcess(cluster.kubeconfig, NS)
         yield cluster, servers, kafka, topic
     finally:

@@ -10,6 +10,7 @@ import pytest
 
 from controllers import labels as L
 from e2e.support import OperatorProcess, get_json, wait_for
+from recop.local.slices import shard_slice
 
 NS = "e2e-recmodel"
 
@@ -161,19 +162,6 @@ def test_a_shard_no_node_can_hold_is_refused_clearly(cluster, operator):
     assert any(e["reason"] == "CannotPlace" and e["type"] == "Warning" for e in events)
 
 
-def _endpoint_slice(name: str, shard: int, port: int) -> dict:
-    service = L.embedding_name(name, shard)
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-local", "namespace": NS,
-                         "labels": {L.SERVICE_NAME: service, L.MODEL: name}},
-            # The API refuses loopback IPs in slices; an FQDN slice is how servers outside
-            # the cluster (bare metal, or local processes under *.localhost) register.
-            "addressType": "FQDN",
-            "endpoints": [{"addresses": [f"shard-{shard}.localhost"],
-                           "conditions": {"ready": True}}],
-            "ports": [{"name": "lookup", "port": port, "protocol": "TCP"}]}
-
-
 def test_external_servers_are_discovered_through_endpointslices(cluster, operator):
     ext = model("external", shards=2, replicas=1,
                 embeddingServer={"deployment": "External"},
@@ -188,7 +176,7 @@ def test_external_servers_are_discovered_through_endpointslices(cluster, operato
     status = get_json(cluster, "-n", NS, "recmodel", "external").get("status", {})
     assert status.get("phase") != "Ready"
     for shard in range(2):
-        apply(cluster, _endpoint_slice("external", shard, 50051 + shard))
+        apply(cluster, shard_slice(NS, "external", shard, {"lookup": 50051 + shard}))
     status = wait_ready(cluster, "external", timeout=60)["status"]
     assert status["readyShards"] == 2
 

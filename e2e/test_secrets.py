@@ -19,7 +19,6 @@ import pytest
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config
 
-from controllers import labels as L
 from controllers.admin_auth import AdminCredentialsError, admin_credentials
 from e2e.support import OperatorProcess, get_json, wait_for
 from embedding.checkpoint import CheckpointWriter
@@ -27,6 +26,7 @@ from embedding.cluster import LocalAdminAuth, LocalCluster
 from recop.api.recmodel import RecModelSpec
 from recop.kube import Kube
 from recop.local import minio as local_minio
+from recop.local.slices import shard_slice
 from tests.certs import self_signed
 
 NS = "e2e-secrets"
@@ -96,15 +96,8 @@ def parts(cluster):
                               "kubernetes.io/tls"))
         apply(cluster, model(s3.endpoint))
         proc = servers.processes[0]
-        service = L.embedding_name(MODEL, 0)
-        apply(cluster, {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-local", "namespace": NS,
-                         "labels": {L.SERVICE_NAME: service, L.MODEL: MODEL}},
-            "addressType": "FQDN",
-            "endpoints": [{"addresses": ["shard-0.localhost"], "conditions": {"ready": True}}],
-            "ports": [{"name": "lookup", "port": proc.lookup_port, "protocol": "TCP"},
-                      {"name": "admin", "port": proc.admin_port, "protocol": "TCP"}]})
+        apply(cluster, shard_slice(NS, MODEL, 0, {"lookup": proc.lookup_port,
+                                                  "admin": proc.admin_port}))
         operator = OperatorProcess(cluster.kubeconfig, NS, name="secrets-operator")
         yield cluster, servers, operator, s3, key
     finally:

@@ -31,6 +31,7 @@ from recop.local import minio as local_minio
 from recop.local import prometheus as local_prometheus
 from recop.local import triton as local_triton
 from recop.local.common import ManagedProcess, free_port, progress, stop_pid_file
+from recop.local.slices import shard_slice, triton_slice
 
 NAMESPACE = "recop-demo"
 MODEL = "demo"
@@ -69,18 +70,6 @@ def _install_crds(info: cluster.ClusterInfo) -> None:
                  "-f", "-", input=docs)
     info.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                  *(f"crd/{r.crd_name}" for r in RESOURCES), timeout=90)
-
-
-def _slice(service: str, host: str, ports: dict[str, int]) -> dict:
-    # The API refuses loopback IPs in EndpointSlices; names under .localhost resolve to
-    # loopback (RFC 6761), so local processes register as FQDN endpoints.
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{service}-local", "namespace": NAMESPACE,
-                         "labels": {"kubernetes.io/service-name": service,
-                                    "recop.dev/model": MODEL}},
-            "addressType": "FQDN",
-            "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
-            "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports.items()]}
 
 
 def _write_checkpoint(s3) -> None:
@@ -160,11 +149,10 @@ def _apply_model(info: cluster.ClusterInfo, parts: dict) -> None:
             "stream": {"brokers": [parts["kafka"]], "topic": TOPIC},
         }})
     for server in parts["servers"]:
-        service = f"{MODEL}-emb-{server['shard']}"
-        _apply(info, _slice(service, f"shard-{server['shard']}.localhost", {
-            "lookup": server["lookup"], "admin": server["admin"], "metrics": server["metrics"]}))
-    _apply(info, _slice(f"{MODEL}-triton", "triton.localhost",
-                        {"grpc": parts["triton_grpc_port"]}))
+        _apply(info, shard_slice(NAMESPACE, MODEL, server["shard"], {
+            "lookup": server["lookup"], "admin": server["admin"],
+            "metrics": server["metrics"]}))
+    _apply(info, triton_slice(NAMESPACE, MODEL, parts["triton_grpc_port"]))
     _apply(info, {"apiVersion": "serving.recop.dev/v1alpha1", "kind": "ModelVersion",
                   "metadata": {"name": VERSION, "namespace": NAMESPACE},
                   "spec": {"model": MODEL, "kind": "full", "source": f"s3://{BUCKET}/v1",

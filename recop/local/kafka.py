@@ -83,6 +83,20 @@ class KafkaHandle:
         self.process.stop()
 
 
+async def create_topic(bootstrap: str, topic: str, partitions: int, **client) -> None:
+    """Create `topic` with one replica per partition (a one-broker cluster); `client`:
+    more AIOKafkaAdminClient arguments (SASL settings)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=partitions,
+                                            replication_factor=1)])
+    finally:
+        await admin.close()
+
+
 def _java(libs: Path, main: str, *args: str, heap: str = "512m") -> list[str]:
     return ["java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
             "-cp", f"{libs}/*", main, *args]

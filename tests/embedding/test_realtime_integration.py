@@ -9,12 +9,12 @@ import uuid
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from embedding.checkpoint import CheckpointWriter
 from embedding.client import EmbeddingClient
 from embedding.cluster import LocalCluster
 from embedding.realtime import encode_by_shard, encode_upsert
+from recop.local import kafka as local_kafka
 
 # The fixtures run on the session loop (pyproject), so the tests must too.
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -37,13 +37,7 @@ async def realtime_cluster(s3, kafka, request):
     shard, the shard-partitioned layout; another count makes every server read all)."""
     topic = f"deltas-{uuid.uuid4().hex[:8]}"
     partitions = getattr(request, "param", 2)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=partitions,
-                                            replication_factor=1)])
-    finally:
-        await admin.close()
+    await local_kafka.create_topic(kafka.bootstrap, topic, partitions)
     cluster = await asyncio.to_thread(LocalCluster, 2, 1, s3.env, kafka.bootstrap, topic)
     try:
         ids = np.arange(1000, dtype=np.int64)

@@ -13,7 +13,6 @@ import uuid
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from embedding.checkpoint import CheckpointWriter
 from embedding.client import EmbeddingClient
@@ -50,12 +49,7 @@ CLIENT_AUTH = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
 
 async def new_topic(bootstrap: str) -> str:
     topic = f"deltas-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **CLIENT_AUTH)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
+    await local_kafka.create_topic(bootstrap, topic, 1, **CLIENT_AUTH)
     return topic
 
 
