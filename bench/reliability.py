@@ -29,8 +29,11 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "RELIABILITY.md"
 # Fault tests (this report's own) and bad-input tests (fuzzing, auth, corrupt input).
 PATTERNS = ("e2e/test_faults*.py", "tests/test_fuzz_*.py", "e2e/test_fuzz_*.py",
-            "tests/test_checkpoint_corruption.py", "e2e/test_secrets.py",
-            "tests/embedding/test_lookup_limits.py", "tests/embedding/test_server_security.py")
+            "e2e/test_modelversion.py", "tests/test_modelversion_validate.py",
+            "e2e/test_realtime.py", "tests/embedding/test_realtime_codec.py",
+            "tests/embedding/test_stream_positions.py", "e2e/test_secrets.py",
+            "tests/embedding/test_stream_auth.py", "tests/embedding/test_lookup_limits.py",
+            "tests/embedding/test_server_security.py")
 TEXT_KEYS = ("fault", "checked", "finding")
 
 

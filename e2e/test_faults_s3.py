@@ -94,7 +94,7 @@ def test_s3_holding_requests_stalls_the_load_until_it_heals(stack, record_proper
     assert reader.mixed == 0 and reader.failed == 0 and 2 in reader.versions
 
 
-def test_s3_reset_in_the_middle_of_a_body_fails_cleanly(stack, record_property):
+def test_s3_reset_in_the_middle_of_a_body_is_read_again(stack, record_property):
     figures = Figures(record_property,
                       "S3 resets the connection half way through a table file's body "
                       "(the first table read only)",

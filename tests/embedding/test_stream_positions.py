@@ -222,3 +222,25 @@ def test_manifests_without_a_topic_or_offsets_stay_valid(extra):
         "kind": "full", "version": 1, "shard_count": 1, "created_at": 0.0, "tables": {},
         **extra})))
     assert manifest.offsets_on("deltas") == ({0: 5} if extra else None)
+
+
+def test_a_duplicated_message_leaves_the_rows_as_one_copy_does():
+    # At-least-once producers resend: an upsert sets absolute values, so a copy is harmless.
+    once, twice = ShardStore(0, 1), ShardStore(0, 1)
+    loaded(once, 1, {0: 0}, active=True)
+    loaded(twice, 1, {0: 0}, active=True)
+    apply_records(once, [upsert(0, 0, 3, 1.0), upsert(0, 1, 4, 2.0)], {0: 0})
+    apply_records(twice, [upsert(0, 0, 3, 1.0), upsert(0, 1, 3, 1.0), upsert(0, 2, 4, 2.0)],
+                  {0: 0})
+    assert [row(once, 1, i) for i in (3, 4)] == [row(twice, 1, i) for i in (3, 4)] == [1.0, 2.0]
+
+
+def test_deltas_of_one_row_apply_in_partition_order_last_one_wins():
+    # Kafka orders a partition, nothing more: a producer that sends an older value after a
+    # newer one has that older value served (keep a row's deltas in order on one partition).
+    store = ShardStore(0, 1)
+    loaded(store, 1, {0: 0}, active=True)
+    apply_records(store, [upsert(0, 0, 5, 2.0), upsert(0, 1, 5, 1.0)], {0: 0})
+    assert row(store, 1, 5) == 1.0
+    apply_records(store, [upsert(0, 2, 5, 3.0)], {0: 2})
+    assert row(store, 1, 5) == 3.0
