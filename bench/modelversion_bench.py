@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import platform
@@ -141,23 +140,12 @@ def peer_update(peer, number: int, uri: str, base: int | None, drop: int | None)
 
 
 def setup(info, s3, servers, prometheus) -> None:
-    from recop.local.slices import shard_slice
+    from recop.local.external import external_model, s3_secret, shard_slice
 
     harness_apply = Harness(info, None).apply
-    harness_apply({"apiVersion": "v1", "kind": "Secret",
-                   "metadata": {"name": "s3", "namespace": NS}, "data": {
-                       "id": base64.b64encode(s3.access_key.encode()).decode(),
-                       "secret": base64.b64encode(s3.secret_key.encode()).decode()}})
-    harness_apply({"apiVersion": "serving.recop.dev/v1alpha1", "kind": "RecModel",
-                   "metadata": {"name": "bench", "namespace": NS}, "spec": {
-                       "tables": [{"name": "emb", "dimension": DIM, "rows": 1000}],
-                       "sharding": {"shards": SHARDS, "replicasPerShard": 1},
-                       "embeddingServer": {"deployment": "External"},
-                       "dense": {"modelName": "mlp", "replicas": 0, "gpusPerPod": 0,
-                                 "instanceGroups": [{"kind": "KIND_CPU"}]},
-                       "storage": {"bucket": BUCKET, "endpoint": s3.endpoint,
-                                   "accessKeyId": {"name": "s3", "key": "id"},
-                                   "secretAccessKey": {"name": "s3", "key": "secret"}}}})
+    harness_apply(s3_secret(NS, s3.access_key, s3.secret_key))
+    harness_apply(external_model(NS, "bench", [{"name": "emb", "dimension": DIM,
+                                                "rows": 1000}], SHARDS, BUCKET, s3.endpoint))
     for proc in servers.processes:
         harness_apply(shard_slice(NS, "bench", proc.shard_index, {
             "lookup": proc.lookup_port, "admin": proc.admin_port}))

@@ -241,6 +241,7 @@ async def _pass(client: Kube, admin: io.Admin, body: dict, spec: ModelVersionSpe
                    golden_passed=status.golden_set is not None)
     step = plan(obs)
     failure = reason = None
+    checks = _checks(me, previous)
     for action in step.actions:
         try:
             if action[0] == "triton_load":
@@ -249,7 +250,7 @@ async def _pass(client: Kube, admin: io.Admin, body: dict, spec: ModelVersionSpe
                 status = status.model_copy(update={"golden_set": await _golden(
                     client, namespace, spec, model, found, me, previous)})
             else:
-                await admin.run(action, _checks(me, previous))
+                await admin.run(action, checks)
         except golden.GoldenMismatch as err:
             failure, reason = f"golden set: {err}", "GoldenSetMismatch"
             break
@@ -476,9 +477,10 @@ async def _catch_up_pass(client: Kube, admin: io.Admin, namespace: str, model_na
     found = await io.discover(client, namespace, model_name, model)
     replicas, _ = await admin.observe(found.admin)
     step = catch_up_step(replicas, active, release=status.verified_at is not None)
+    checks = _checks(active)
     for action in step.actions:
         try:
-            await admin.run(action, _checks(active))
+            await admin.run(action, checks)
         except Exception as err:  # the replica went away or refused: the next pass sees it
             logger.warning("catch-up action %s failed: %s", action, err)
             continue

@@ -52,10 +52,6 @@ class Target:
         """This version and the bases it is built on."""
         return [self, *(self.base.chain() if self.base else [])]
 
-    @property
-    def base_number(self) -> int | None:
-        return self.base.number if self.base else None
-
 
 @dataclass(frozen=True)
 class Observed:

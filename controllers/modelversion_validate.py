@@ -76,13 +76,17 @@ def check_manifest(manifest: Manifest, model: RecModelSpec, kind: str,
                               f"at most {rules.max_row_count_change_percent}%)")
 
 
-def manifest_rows(s3, uri: str) -> dict[str, int]:
-    """Row counts per table of a (previous) full checkpoint, for the row-count check."""
+def _manifest_bytes(s3, uri: str) -> bytes:
     bucket, prefix = split_uri(uri)
     try:
-        body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
-    except Exception as err:  # classified like every other read
+        return s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
+    except Exception as err:  # classified: a missing object refuses, a timeout retries
         raise _read_error(f"{uri}/{MANIFEST}", err) from err
+
+
+def manifest_rows(s3, uri: str) -> dict[str, int]:
+    """Row counts per table of a (previous) full checkpoint, for the row-count check."""
+    body = _manifest_bytes(s3, uri)
     return {n: t.rows for n, t in Manifest.model_validate_json(body).tables.items()}
 
 
@@ -104,11 +108,7 @@ def validate_uri(s3, uri: str, model: RecModelSpec, kind: str, base_number: int 
                  manifest_sha256: str | None) -> Manifest:
     """Everything the operator checks (see the module docstring); returns the manifest
     (its version is the number). Raises Invalid, or Unavailable when S3 fails."""
-    bucket, prefix = split_uri(uri)
-    try:
-        body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
-    except Exception as err:  # classified: a missing object refuses, a timeout retries
-        raise _read_error(f"{uri}/{MANIFEST}", err) from err
+    body = _manifest_bytes(s3, uri)
     if manifest_sha256 and hashlib.sha256(body).hexdigest() != manifest_sha256:
         raise Invalid("manifest.json does not match spec.manifestSha256")
     try:
@@ -116,6 +116,7 @@ def validate_uri(s3, uri: str, model: RecModelSpec, kind: str, base_number: int 
     except ValueError as err:
         raise Invalid(f"malformed manifest: {err}") from err
     check_manifest(manifest, model, kind, base_number, base_rows, rules)
+    bucket, prefix = split_uri(uri)
     sizes: dict[str, int] = {}
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

@@ -14,7 +14,6 @@ number, so a row read back says which version served it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -32,8 +31,8 @@ from embedding.client import EmbeddingClient
 from embedding.cluster import ShardProcess, start_shard
 from recop.local import minio as local_minio
 from recop.local.common import ManagedProcess
+from recop.local.external import external_model, s3_secret, shard_slice, triton_slice
 from recop.local.faultproxy import FaultProxy
-from recop.local.slices import shard_slice, triton_slice
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "ranker"
@@ -127,28 +126,17 @@ class Stack:
     # ------------------------------------------------------------ objects
 
     def _apply_model(self, rollback_window: str | None) -> None:
-        apply(self.cluster, {"apiVersion": "v1", "kind": "Secret",
-                             "metadata": {"name": "s3", "namespace": self.ns}, "data": {
-                                 "id": base64.b64encode(self.s3.access_key.encode()).decode(),
-                                 "secret": base64.b64encode(
-                                     self.s3.secret_key.encode()).decode()}})
-        spec = {
-            "tables": [{"name": TABLE, "dimension": DIM, "rows": ROWS}],
-            "sharding": {"shards": self.shard_count, "replicasPerShard": 1},
-            "embeddingServer": {"deployment": "External"},
-            "dense": {"modelName": "mlp", "replicas": 0, "gpusPerPod": 0,
-                      "instanceGroups": [{"kind": "KIND_CPU"}]},
-            "storage": {"bucket": self.bucket, "endpoint": self.operator_proxy.endpoint,
-                        "accessKeyId": {"name": "s3", "key": "id"},
-                        "secretAccessKey": {"name": "s3", "key": "secret"}}}
+        apply(self.cluster, s3_secret(self.ns, self.s3.access_key, self.s3.secret_key))
+        spec = {}
         if rollback_window:
             # No Prometheus is given to the operator: the window runs, nothing breaches.
             spec["rollbackPolicy"] = {"metric": "vector(0)", "threshold": 1,
                                       "window": rollback_window}
         if self.kafka is not None:
             spec["stream"] = {"brokers": [self.kafka.bootstrap], "topic": self.topic}
-        apply(self.cluster, {"apiVersion": API, "kind": "RecModel",
-                             "metadata": {"name": MODEL, "namespace": self.ns}, "spec": spec})
+        apply(self.cluster, external_model(
+            self.ns, MODEL, [{"name": TABLE, "dimension": DIM, "rows": ROWS}],
+            self.shard_count, self.bucket, self.operator_proxy.endpoint, **spec))
 
     def add_server(self, shard: int) -> ShardProcess:
         proc = start_shard(shard, self.shard_count, self.server_env,

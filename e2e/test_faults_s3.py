@@ -5,7 +5,9 @@ old version still serving on every shard: never a mixed or half-loaded active ve
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,6 +27,21 @@ def stack(cluster):
         yield stack
     finally:
         stack.stop()
+
+
+@contextlib.contextmanager
+def servers_see(stack: Stack, figures: Figures, *faults: Fault) -> Iterator[Reader]:
+    """The servers' S3 answers with `faults` while lookups run; on the way out the
+    lookups' and the proxy's figures are recorded and S3 is healed."""
+    stack.server_proxy.clear_stats()
+    stack.server_proxy.set(*faults)
+    reader = Reader(stack)
+    try:
+        yield reader
+    finally:
+        figures.update(reader.stop())
+        figures.update({f"s3_{k}": v for k, v in stack.server_proxy.stats().items()})
+        stack.server_proxy.heal()
 
 
 def land(stack: Stack, figures: Figures, name: str, number: int, old: int) -> dict:
@@ -50,17 +67,10 @@ def test_s3_errors_during_a_full_load_are_retried(stack, record_property):
                       "requests while they load a full checkpoint",
                       "update completes on every shard; lookups during it each read one "
                       "whole version")
-    stack.server_proxy.clear_stats()
-    stack.server_proxy.set(Fault("error", status=503, limit=3),
-                           Fault("error", status=500, limit=2))
-    reader = Reader(stack)
-    try:
+    with servers_see(stack, figures, Fault("error", status=503, limit=3),
+                     Fault("error", status=500, limit=2)) as reader:
         stack.version("v2", stack.write_full(2))
         final = land(stack, figures, "v2", 2, old=1)
-    finally:
-        figures.update(reader.stop())
-        figures.update({f"s3_{k}": v for k, v in stack.server_proxy.stats().items()})
-        stack.server_proxy.heal()
     assert final["phase"] == "Active"
     assert reader.mixed == 0 and reader.failed == 0
 
@@ -71,10 +81,7 @@ def test_s3_holding_requests_stalls_the_load_until_it_heals(stack, record_proper
                       "full load, then closes them",
                       "the old version serves throughout; the load resumes by retry and the "
                       "update completes")
-    stack.server_proxy.clear_stats()
-    stack.server_proxy.set(Fault("blackhole", path=r"/tables/"))
-    reader = Reader(stack)
-    try:
+    with servers_see(stack, figures, Fault("blackhole", path=r"/tables/")) as reader:
         stack.version("v3", stack.write_full(3))
         wait_for(lambda: all(h.get(3) == "loading" for h in stack.held()), timeout=60,
                  what="v3 loading everywhere")
@@ -86,10 +93,6 @@ def test_s3_holding_requests_stalls_the_load_until_it_heals(stack, record_proper
         stack.server_proxy.heal()
         final = land(stack, figures, "v3", 3, old=2)
         figures["heal_to_active_s"] = time.monotonic() - healed
-    finally:
-        figures.update(reader.stop())
-        figures.update({f"s3_{k}": v for k, v in stack.server_proxy.stats().items()})
-        stack.server_proxy.heal()
     assert final["phase"] == "Active"
     assert reader.mixed == 0 and reader.failed == 0 and 2 in reader.versions
 
@@ -100,16 +103,9 @@ def test_s3_reset_in_the_middle_of_a_body_is_read_again(stack, record_property):
                       "(the first table read only)",
                       "the part is read again and the update completes; lookups never "
                       "see a mixed version")
-    stack.server_proxy.clear_stats()
-    stack.server_proxy.set(Fault("cut", path=r"/tables/", limit=1))
-    reader = Reader(stack)
-    try:
+    with servers_see(stack, figures, Fault("cut", path=r"/tables/", limit=1)) as reader:
         stack.version("v4", stack.write_full(4))
         final = land(stack, figures, "v4", 4, old=3)
-    finally:
-        figures.update(reader.stop())
-        figures.update({f"s3_{k}": v for k, v in stack.server_proxy.stats().items()})
-        stack.server_proxy.heal()
     assert reader.mixed == 0 and reader.failed == 0
     # embedding/checkpoint.py retries a part whose body was cut off (botocore does not).
     assert final["phase"] == "Active", final

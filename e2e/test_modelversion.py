@@ -12,7 +12,6 @@ values name the version they were read from."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import threading
@@ -29,7 +28,7 @@ from embedding.cluster import LocalCluster, start_shard
 from recop.local import minio as local_minio
 from recop.local import prometheus as local_prometheus
 from recop.local import triton as local_triton
-from recop.local.slices import shard_slice, triton_slice
+from recop.local.external import external_model, s3_secret, shard_slice, triton_slice
 
 NS = "e2e-modelversion"
 BUCKET = "recop-e2e-mv"
@@ -82,21 +81,10 @@ def parts(cluster):
     triton = local_triton.start(local_triton.TEST_MODELS)
     operator = None
     try:
-        apply(cluster, {"apiVersion": "v1", "kind": "Secret",
-                        "metadata": {"name": "s3", "namespace": NS}, "data": {
-                            "id": base64.b64encode(s3.access_key.encode()).decode(),
-                            "secret": base64.b64encode(s3.secret_key.encode()).decode()}})
-        apply(cluster, {"apiVersion": "serving.recop.dev/v1alpha1", "kind": "RecModel",
-                        "metadata": {"name": "ranker", "namespace": NS}, "spec": {
-                            "tables": [{"name": t, "dimension": 16, "rows": ROWS}
-                                       for t in TABLES],
-                            "sharding": {"shards": SHARDS, "replicasPerShard": 1},
-                            "embeddingServer": {"deployment": "External"},
-                            "dense": {"modelName": "mlp", "replicas": 0, "gpusPerPod": 0,
-                                      "instanceGroups": [{"kind": "KIND_CPU"}]},
-                            "storage": {"bucket": BUCKET, "endpoint": s3.endpoint,
-                                        "accessKeyId": {"name": "s3", "key": "id"},
-                                        "secretAccessKey": {"name": "s3", "key": "secret"}}}})
+        apply(cluster, s3_secret(NS, s3.access_key, s3.secret_key))
+        apply(cluster, external_model(
+            NS, "ranker", [{"name": t, "dimension": 16, "rows": ROWS} for t in TABLES],
+            SHARDS, BUCKET, s3.endpoint))
         register(cluster, servers, 0)
         apply(cluster, triton_slice(NS, "ranker", triton.grpc_port))
         operator = OperatorProcess(cluster.kubeconfig, NS, env=operator_env(prometheus))

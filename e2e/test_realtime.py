@@ -9,7 +9,6 @@ malformed messages flood the stream, then healthy again when they stop.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 import uuid
@@ -25,7 +24,7 @@ from embedding.cluster import LocalCluster
 from embedding.realtime import encode_by_shard
 from recop.local import kafka as local_kafka
 from recop.local import minio as local_minio
-from recop.local.slices import shard_slice
+from recop.local.external import external_model, s3_secret, shard_slice
 
 NS = "e2e-realtime"
 BUCKET = "recop-e2e-rt"
@@ -70,22 +69,11 @@ def stream(cluster):
             1, {"user": (ids, np.ones((1000, DIM), np.float32))})
         servers = LocalCluster(SHARDS, env=s3.env, kafka_bootstrap=kafka.bootstrap,
                                topic=topic)
-        apply(cluster, {"apiVersion": "v1", "kind": "Secret",
-                        "metadata": {"name": "s3", "namespace": NS}, "data": {
-                            "id": base64.b64encode(s3.access_key.encode()).decode(),
-                            "secret": base64.b64encode(s3.secret_key.encode()).decode()}})
-        apply(cluster, {"apiVersion": "serving.recop.dev/v1alpha1", "kind": "RecModel",
-                        "metadata": {"name": "feed", "namespace": NS}, "spec": {
-                            "tables": [{"name": "user", "dimension": DIM, "rows": 1000}],
-                            "sharding": {"shards": SHARDS, "replicasPerShard": 1},
-                            "embeddingServer": {"deployment": "External"},
-                            "dense": {"modelName": "mlp", "replicas": 0, "gpusPerPod": 0,
-                                      "instanceGroups": [{"kind": "KIND_CPU"}]},
-                            "stream": {"brokers": [kafka.bootstrap], "topic": topic,
-                                       "maxLagSeconds": 30},
-                            "storage": {"bucket": BUCKET, "endpoint": s3.endpoint,
-                                        "accessKeyId": {"name": "s3", "key": "id"},
-                                        "secretAccessKey": {"name": "s3", "key": "secret"}}}})
+        apply(cluster, s3_secret(NS, s3.access_key, s3.secret_key))
+        apply(cluster, external_model(
+            NS, "feed", [{"name": "user", "dimension": DIM, "rows": 1000}], SHARDS, BUCKET,
+            s3.endpoint, stream={"brokers": [kafka.bootstrap], "topic": topic,
+                                 "maxLagSeconds": 30}))
         for proc in servers.processes:
             apply(cluster, shard_slice(NS, "feed", proc.shard_index, {
                 "lookup": proc.lookup_port, "admin": proc.admin_port}))

@@ -10,7 +10,7 @@ import pytest
 
 from controllers import labels as L
 from e2e.support import OperatorProcess, get_json, wait_for
-from recop.local.slices import shard_slice
+from recop.local.external import shard_slice
 
 NS = "e2e-recmodel"
 

@@ -26,7 +26,7 @@ from embedding.cluster import LocalAdminAuth, LocalCluster
 from recop.api.recmodel import RecModelSpec
 from recop.kube import Kube
 from recop.local import minio as local_minio
-from recop.local.slices import shard_slice
+from recop.local.external import external_model, shard_slice
 from tests.certs import self_signed
 
 NS = "e2e-secrets"
@@ -51,18 +51,11 @@ def secret(name: str, data: dict[str, str | bytes], kind: str = "Opaque") -> dic
 
 
 def model(endpoint: str) -> dict:
-    return {"apiVersion": "serving.recop.dev/v1alpha1", "kind": "RecModel",
-            "metadata": {"name": MODEL, "namespace": NS}, "spec": {
-                "tables": [{"name": "user", "dimension": 8, "rows": 1000}],
-                "sharding": {"shards": 1, "replicasPerShard": 1},
-                "embeddingServer": {"deployment": "External", "adminAuth": {
-                    "tokenSecret": {"name": "admin", "key": "token"},
-                    "tlsSecret": "admin-tls"}},
-                "dense": {"modelName": "mlp", "replicas": 0, "gpusPerPod": 0,
-                          "instanceGroups": [{"kind": "KIND_CPU"}]},
-                "storage": {"bucket": BUCKET, "endpoint": endpoint,
-                            "accessKeyId": {"name": "s3", "key": "id"},
-                            "secretAccessKey": {"name": "s3", "key": "secret"}}}}
+    return external_model(NS, MODEL, [{"name": "user", "dimension": 8, "rows": 1000}], 1,
+                          BUCKET, endpoint, embeddingServer={
+                              "deployment": "External", "adminAuth": {
+                                  "tokenSecret": {"name": "admin", "key": "token"},
+                                  "tlsSecret": "admin-tls"}})
 
 
 def version(name: str, source: str) -> dict:

@@ -31,7 +31,7 @@ from recop.local import minio as local_minio
 from recop.local import prometheus as local_prometheus
 from recop.local import triton as local_triton
 from recop.local.common import ManagedProcess, free_port, progress, stop_pid_file
-from recop.local.slices import shard_slice, triton_slice
+from recop.local.external import shard_slice, triton_slice
 
 NAMESPACE = "recop-demo"
 MODEL = "demo"
