@@ -17,21 +17,21 @@ sysdeps:
 
 ## Start the local default (control plane, S3, broker, operator, a model) and leave it up.
 up: venv sysdeps
-	$(BIN)/recop dev up
+	$(BIN)/recop-dev up
 
 status: venv
-	$(BIN)/recop dev status
+	$(BIN)/recop-dev status
 
 down: venv
-	$(BIN)/recop dev down
+	$(BIN)/recop-dev down
 
 ## Build or fetch the real local parts into ~/.cache/recop (seconds once cached).
 parts: venv sysdeps
-	$(BIN)/python -m recop.local.cluster build
-	$(BIN)/python -m recop.local.minio build
-	$(BIN)/python -m recop.local.kafka build
-	$(BIN)/python -m recop.local.triton
-	$(BIN)/python -m recop.local.gateway_api build
+	$(BIN)/python -m devstack.cluster build
+	$(BIN)/python -m devstack.minio build
+	$(BIN)/python -m devstack.kafka build
+	$(BIN)/python -m devstack.triton
+	$(BIN)/python -m devstack.gateway_api build
 
 lint: venv
 	$(BIN)/ruff check .

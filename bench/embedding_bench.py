@@ -3,7 +3,7 @@
     .venv/bin/python bench/embedding_bench.py            # all four, writes bench/RESULTS.md
     .venv/bin/python bench/embedding_bench.py --only lookup --no-write
 
-Starts its own MinIO, Kafka and redis-server through recop.local, and shard servers as
+Starts its own MinIO, Kafka and redis-server through devstack, and shard servers as
 separate processes (`python -m embedding.server`). Prints each figure as it is measured and
 writes the table (medians, ratios, the goals) to bench/RESULTS.md.
 """
@@ -27,13 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devstack import kafka as local_kafka  # noqa: E402
+from devstack import minio as local_minio  # noqa: E402
+from devstack import redis as local_redis  # noqa: E402
+from devstack.shards import LocalCluster  # noqa: E402
 from embedding.checkpoint import CheckpointWriter, read_manifest, split_uri  # noqa: E402
 from embedding.client import EmbeddingClient  # noqa: E402
-from embedding.cluster import LocalCluster  # noqa: E402
 from embedding.realtime import encode_by_shard  # noqa: E402
-from recop.local import kafka as local_kafka  # noqa: E402
-from recop.local import minio as local_minio  # noqa: E402
-from recop.local import redis as local_redis  # noqa: E402
 
 BUCKET = "recop-bench"
 

@@ -140,7 +140,7 @@ def peer_update(peer, number: int, uri: str, base: int | None, drop: int | None)
 
 
 def setup(info, s3, servers, prometheus) -> None:
-    from recop.local.external import external_model, s3_secret, shard_slice
+    from devstack.external import external_model, s3_secret, shard_slice
 
     harness_apply = Harness(info, None).apply
     harness_apply(s3_secret(NS, s3.access_key, s3.secret_key))
@@ -156,7 +156,7 @@ def setup(info, s3, servers, prometheus) -> None:
 async def connect(kubeconfig: Path):
     from kubernetes_asyncio import client, config
 
-    from recop.kube import Kube
+    from controllers.common.kube import Kube
 
     await config.load_kube_config(config_file=str(kubeconfig))
     return Kube(client.ApiClient())
@@ -281,10 +281,10 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     os.environ["RECOP_STATE"] = tempfile.mkdtemp(prefix="recop-bench-mv-")
+    from devstack import cluster, minio, prometheus
+    from devstack.shards import LocalCluster
     from e2e.support import OperatorProcess
-    from embedding.cluster import LocalCluster
     from recop import crdgen
-    from recop.local import cluster, minio, prometheus
 
     asyncio.set_event_loop(asyncio.new_event_loop())
     started = time.monotonic()

@@ -91,8 +91,8 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     os.environ["RECOP_STATE"] = tempfile.mkdtemp(prefix="recop-bench-")
+    from devstack import cluster
     from recop import crdgen
-    from recop.local import cluster
 
     info = cluster.ensure_up()
     try:

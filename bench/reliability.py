@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "RELIABILITY.md"
 # Fault tests (this report's own) and bad-input tests (fuzzing, auth, corrupt input).
 PATTERNS = ("e2e/test_faults*.py", "tests/test_fuzz_*.py", "e2e/test_fuzz_*.py",
-            "e2e/test_modelversion.py", "tests/test_modelversion_validate.py",
+            "e2e/test_modelversion.py", "tests/controllers/modelversion/test_validate.py",
             "e2e/test_realtime.py", "tests/embedding/test_realtime_codec.py",
             "tests/embedding/test_stream_positions.py", "e2e/test_secrets.py",
             "tests/embedding/test_stream_auth.py", "tests/embedding/test_lookup_limits.py",
@@ -122,7 +122,7 @@ def render(collector: Collector, command: str, started: float, exit_code: int) -
         f"({platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}) in {time.monotonic() - started:.0f} s; pytest exit "
         f"status {exit_code}. Every part is real and on loopback (control plane, MinIO "
-        "behind recop/local/faultproxy.py, Kafka, Triton, embedding server and operator "
+        "behind devstack/faultproxy.py, Kafka, Triton, embedding server and operator "
         "processes); faults are kills (SIGKILL), restarts, proxy-injected S3 errors, "
         "stalls and resets, and concurrent writers. Rebuild with `make reliability`.",
         "",

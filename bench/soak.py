@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from devstack import kafka as local_kafka  # noqa: E402
 from e2e.reliability import DIM, ROWS, TABLE, Stack  # noqa: E402
 from embedding.client import EmbeddingClient  # noqa: E402
 from embedding.realtime import encode_by_shard  # noqa: E402
-from recop.local import kafka as local_kafka  # noqa: E402
 
 HOT = 2000
 BATCH = 512
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=2.0)
     args = parser.parse_args(argv)
+    from devstack import cluster as local_cluster
     from e2e.conftest import install_crds
-    from recop.local import cluster as local_cluster
 
     started_here = local_cluster.running() is None
     cluster = local_cluster.ensure_up()

@@ -1,8 +1,8 @@
 """End-to-end tests run against a real Kubernetes API server.
 
-By default the session starts the local control plane (recop.local.cluster: etcd,
+By default the session starts the local control plane (devstack.cluster: etcd,
 kube-apiserver, controller-manager, scheduler, KWOK nodes) and stops it at the end,
-unless it was already running (`python -m recop.local.cluster up`), which is then
+unless it was already running (`python -m devstack.cluster up`), which is then
 reused and left running. With RECOP_KUBECONFIG set, that cluster (kind, a real one)
 is used instead and nothing is started or stopped.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recop.local import cluster as local_cluster
+from devstack import cluster as local_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = REPO / "crds"

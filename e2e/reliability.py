@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from devstack import minio as local_minio
+from devstack.common import ManagedProcess
+from devstack.external import external_model, s3_secret, shard_slice, triton_slice
+from devstack.faultproxy import FaultProxy
+from devstack.shards import ShardProcess, start_shard
 from e2e.support import OperatorProcess, get_json, wait_for
 from embedding.checkpoint import CheckpointWriter
 from embedding.client import EmbeddingClient
-from embedding.cluster import ShardProcess, start_shard
-from recop.local import minio as local_minio
-from recop.local.common import ManagedProcess
-from recop.local.external import external_model, s3_secret, shard_slice, triton_slice
-from recop.local.faultproxy import FaultProxy
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "ranker"

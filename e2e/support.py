@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from recop.local.common import free_port, state_dir
+from devstack.common import free_port, state_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ class OperatorProcess:
                     "RECOP_METRICS_ADDR": "127.0.0.1", **(env or {})}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "recop.cli", "operator", *scope, *args,
+                [sys.executable, "-m", "recop_operator.cli", "operator", *scope, *args,
                  f"--liveness=http://127.0.0.1:{self.health_port}/healthz"],
                 stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
         wait_for(self._healthy, timeout=60, what=f"{name} (log: {self.log_path})")
@@ -91,7 +91,7 @@ def restart_apiserver(cluster, down_for: float) -> float:
     """Stop only the local control plane's kube-apiserver, keep it down `down_for` seconds,
     start it again with the same arguments (etcd keeps the state) and wait until it is
     ready; returns how long it was unreachable. Local control plane only."""
-    from recop.local.common import ManagedProcess, stop_group
+    from devstack.common import ManagedProcess, stop_group
 
     directory = state_dir("cluster")
     pid_path = directory / "kube-apiserver.pid"

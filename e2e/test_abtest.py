@@ -16,10 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from controllers import labels as L
+from controllers.common import labels as L
+from devstack import gateway_api, prometheus
+from devstack.common import LOOPBACK
 from e2e.support import REPO, OperatorProcess, get_json, wait_for
-from recop.local import gateway_api, prometheus
-from recop.local.common import LOOPBACK
 from recop.quantity import parse
 
 NS = "e2e-abtest"

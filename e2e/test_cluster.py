@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recop.local.cluster_nodes import GPU_RESOURCE, GPU_TAINT, POOL_LABEL
+from devstack.cluster_nodes import GPU_RESOURCE, GPU_TAINT, POOL_LABEL
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from devstack.faultproxy import Fault
 from e2e.reliability import Figures, Reader, Stack, serving_v1
 from e2e.support import restart_apiserver, wait_for
-from recop.local.faultproxy import Fault
 
 NS = "e2e-faults-apiserver"
 

@@ -16,10 +16,10 @@ import time
 
 import pytest
 
+from devstack import triton as local_triton
+from devstack.faultproxy import Fault
 from e2e.reliability import Figures, Stack
 from e2e.support import wait_for
-from recop.local import triton as local_triton
-from recop.local.faultproxy import Fault
 
 NS = "e2e-faults-operator"
 WINDOW = 15  # seconds of rollback window after each activation

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from devstack.faultproxy import Fault
 from e2e.reliability import REPO, Figures, Stack
 from e2e.support import wait_for
-from recop.local.faultproxy import Fault
 
 NS = "e2e-faults-peering"
 

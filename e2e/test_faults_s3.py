@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from devstack.faultproxy import Fault
 from e2e.reliability import Figures, Reader, Stack
 from e2e.support import wait_for
-from recop.local.faultproxy import Fault
 
 NS = "e2e-faults-s3"
 
@@ -126,6 +126,6 @@ def test_s3_errors_while_the_operator_validates(stack, record_property):
     finally:
         figures.update({f"s3_{k}": v for k, v in stack.operator_proxy.stats().items()})
         stack.operator_proxy.heal()
-    # controllers/modelversion_validate.py classes 5xx and resets as Unavailable: retried.
+    # controllers/modelversion/validate.py classes 5xx and resets as Unavailable: retried.
     assert final["phase"] == "Active", final
     assert stack.consistent(5)["ok"]

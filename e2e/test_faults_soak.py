@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from devstack import kafka as local_kafka
 from e2e.reliability import REPO, Figures
-from recop.local import kafka as local_kafka
 
 pytestmark = pytest.mark.slow
 

@@ -26,16 +26,16 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from devstack import kafka as local_kafka
+from devstack import minio as local_minio
+from devstack.common import ManagedProcess
+from devstack.shards import ShardProcess, start_shard
 from e2e.reliability import Figures
 from e2e.support import wait_for
 from embedding.checkpoint import CheckpointWriter, StreamPosition
 from embedding.client import EmbeddingClient
-from embedding.cluster import ShardProcess, start_shard
 from embedding.partition import shard_of
 from embedding.realtime import encode_by_shard
-from recop.local import kafka as local_kafka
-from recop.local import minio as local_minio
-from recop.local.common import ManagedProcess
 
 SHARDS = 2
 ROWS = 5000

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controllers import labels as L
+from controllers.common import labels as L
+from devstack.common import state_dir
 from e2e.support import REPO, OperatorProcess, get_json, wait_for
-from recop import rbac
-from recop.local.common import state_dir
+from recop_operator import rbac
 
 CHART = REPO / "charts" / "recop"
 EXAMPLE = REPO / "crds" / "examples" / "valid" / "recmodel.yaml"

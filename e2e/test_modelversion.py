@@ -20,15 +20,15 @@ import time
 import numpy as np
 import pytest
 
-from controllers import labels as L
+from controllers.common import labels as L
+from devstack import minio as local_minio
+from devstack import prometheus as local_prometheus
+from devstack import triton as local_triton
+from devstack.external import external_model, s3_secret, shard_slice, triton_slice
+from devstack.shards import LocalCluster, start_shard
 from e2e.support import OperatorProcess, get_json, wait_for
 from embedding.checkpoint import CheckpointWriter
 from embedding.client import EmbeddingClient
-from embedding.cluster import LocalCluster, start_shard
-from recop.local import minio as local_minio
-from recop.local import prometheus as local_prometheus
-from recop.local import triton as local_triton
-from recop.local.external import external_model, s3_secret, shard_slice, triton_slice
 
 NS = "e2e-modelversion"
 BUCKET = "recop-e2e-mv"

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devstack import kafka as local_kafka
+from devstack import minio as local_minio
+from devstack.external import external_model, s3_secret, shard_slice
+from devstack.shards import LocalCluster
 from e2e.support import OperatorProcess, get_json, wait_for
 from embedding.checkpoint import CheckpointWriter
 from embedding.client import EmbeddingClient
-from embedding.cluster import LocalCluster
 from embedding.realtime import encode_by_shard
-from recop.local import kafka as local_kafka
-from recop.local import minio as local_minio
-from recop.local.external import external_model, s3_secret, shard_slice
 
 NS = "e2e-realtime"
 BUCKET = "recop-e2e-rt"

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from controllers import labels as L
+from controllers.common import labels as L
+from devstack.external import shard_slice
 from e2e.support import OperatorProcess, get_json, wait_for
-from recop.local.external import shard_slice
 
 NS = "e2e-recmodel"
 

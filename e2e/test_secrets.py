@@ -4,7 +4,7 @@ Secrets a RecModel names; then none of the S3 secret key, the admin token or the
 private key appears in the operator's log, the servers' logs, any RecOp object (spec,
 status, annotations) or any Event of the namespace.
 
-The MinIO access key id is the fixed word `recop` (recop.local.minio), too common to
+The MinIO access key id is the fixed word `recop` (devstack.minio), too common to
 search for; the secret key beside it is random.
 """
 
@@ -19,14 +19,14 @@ import pytest
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config
 
-from controllers.admin_auth import AdminCredentialsError, admin_credentials
+from controllers.common.admin_auth import AdminCredentialsError, admin_credentials
+from controllers.common.kube import Kube
+from devstack import minio as local_minio
+from devstack.external import external_model, shard_slice
+from devstack.shards import LocalAdminAuth, LocalCluster
 from e2e.support import OperatorProcess, get_json, wait_for
 from embedding.checkpoint import CheckpointWriter
-from embedding.cluster import LocalAdminAuth, LocalCluster
 from recop.api.recmodel import RecModelSpec
-from recop.kube import Kube
-from recop.local import minio as local_minio
-from recop.local.external import external_model, shard_slice
 from tests.certs import self_signed
 
 NS = "e2e-secrets"

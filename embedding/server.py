@@ -29,6 +29,7 @@ import numpy as np
 from botocore.config import Config
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from devstack.common import LOOPBACK
 from embedding.checkpoint import ShardReader, read_manifest
 from embedding.metrics import ServerMetrics
 from embedding.partition import PARTITION_FUNCTION
@@ -39,7 +40,6 @@ from embedding.realtime import KafkaAuth, RealtimeConsumer
 from embedding.store import ShardStore, StateError, Table, Version, VersionError
 from embedding.validation import scan_shard
 from recop.api.recmodel import LookupLimits, StreamAuth
-from recop.local.common import LOOPBACK
 
 log = logging.getLogger("embedding.server")
 

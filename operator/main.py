@@ -11,10 +11,10 @@ import os
 import kopf
 from prometheus_client import start_http_server
 
-import controllers.abtest  # registers the ABTest handlers
-import controllers.modelversion  # registers the ModelVersion handlers
-import controllers.recmodel  # noqa: F401  (registers the RecModel handlers)
-from controllers import kubeapi
+import controllers.abtest.handlers  # registers the ABTest handlers
+import controllers.modelversion.handlers  # registers the ModelVersion handlers
+import controllers.recmodel.handlers  # noqa: F401  (registers the RecModel handlers)
+from controllers.common import kubeapi
 
 PREFIX = "recop.dev"
 

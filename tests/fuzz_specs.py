@@ -4,7 +4,7 @@ type, a key dropped, an unknown key added, a list emptied or an element repeated
 that generated specs fall on both sides of every rule.
 
 RECOP_FUZZ_EXAMPLES sets how many specs a fuzz test tries (default small, for CI);
-`RECOP_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz_api.py e2e/test_fuzz_crds.py` is the
+`RECOP_FUZZ_EXAMPLES=5000 pytest tests/api/test_fuzz_api.py e2e/test_fuzz_crds.py` is the
 long run.
 """
 

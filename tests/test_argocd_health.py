@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controllers.recmodel_status import summarize
+from controllers.recmodel.status import summarize
 from recop.api.abtest import ABTestStatus
 from recop.api.common import Condition, ConditionStatus
 from recop.api.modelversion import ModelVersionStatus

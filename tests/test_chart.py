@@ -1,7 +1,7 @@
 """The Helm chart without a cluster: lint, render, validate offline, check the pod
-against the restricted Pod Security Standard and the ClusterRole against recop/rbac.py.
+against the restricted Pod Security Standard and the ClusterRole against operator/rbac.py.
 
-Uses the pinned helm build (recop/local/cluster_build.py) and kubernetes-validate's
+Uses the pinned helm build (devstack/cluster_build.py) and kubernetes-validate's
 schemas of the Kubernetes release the local control plane runs.
 """
 
@@ -16,10 +16,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from controllers.recmodel_objects import OPERATOR_POD_LABELS
-from recop import rbac
-from recop.local import cluster, cluster_build
-from recop.local.common import cache_dir
+from controllers.recmodel.objects import OPERATOR_POD_LABELS
+from devstack import cluster, cluster_build
+from devstack.common import cache_dir
+from recop_operator import rbac
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "recop"
@@ -143,7 +143,7 @@ def test_ha_two_replicas_spread_with_a_budget_and_peering():
     pod = deployment["spec"]["template"]["spec"]
     assert pod["affinity"]["podAntiAffinity"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    # recop/cli.py derives each replica's peering priority from POD_NAME.
+    # operator/cli.py derives each replica's peering priority from POD_NAME.
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert "--standalone" not in pod["containers"][0]["args"]
     assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1

@@ -1,6 +1,7 @@
-"""Invariants of the two Dockerfiles, which cannot be built here (no Docker engine):
-pinned bases, a non-root numeric USER that matches what the pods ask for, nothing but
-the virtualenv in the final stage, and a dependency selection that covers the imports.
+"""Invariants of the two Dockerfiles: pinned default bases, a non-root numeric USER that
+matches what the pods ask for, nothing but the virtualenv in the final stage, a
+dependency selection that covers the imports, and in each image exactly the project
+packages it runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controllers.recmodel_objects import Owner, embedding_deployment
+from controllers.recmodel.objects import Owner, embedding_deployment
 from recop.api.recmodel import RecModelSpec
 from tests.examples import EXAMPLES
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 OPERATOR = REPO / "operator" / "Dockerfile"
 EMBEDDING = REPO / "embedding" / "Dockerfile"
 # The module each image runs: its imports must be covered by the image's selection.
-ENTRY_MODULES = {OPERATOR: ["recop_operator.main", "recop.cli"],
+ENTRY_MODULES = {OPERATOR: ["recop_operator.main", "recop_operator.cli"],
                  EMBEDDING: ["embedding.server"]}
 
 
@@ -59,9 +60,16 @@ def selection(path: Path) -> set[str]:
                                                   path.read_text()).group(1)))
 
 
+def base_defaults(path: Path) -> dict[str, str]:
+    """`ARG NAME=default` before the first FROM: what `FROM $NAME` means by default."""
+    return dict(arg.split("=", 1) for op, arg in instructions(path) if op == "ARG" and "=" in arg)
+
+
 @pytest.mark.parametrize("path", [OPERATOR, EMBEDDING], ids=["operator", "embedding"])
 def test_bases_are_pinned_and_final_stage_is_lean_and_non_root(path):
-    bases = [arg for op, arg in instructions(path) if op == "FROM"]
+    defaults = base_defaults(path)
+    bases = [re.sub(r"^\$\{?(\w+)\}?", lambda m: defaults[m.group(1)], arg)
+             for op, arg in instructions(path) if op == "FROM"]
     assert len(bases) >= 2, "multi-stage: build in one stage, copy the result"
     for base in bases:
         image = base.split()[0]
@@ -115,15 +123,27 @@ def test_dependency_selection_covers_the_imports(path):
         "but does not install them")
 
 
-def test_build_context_holds_every_package():
+def project_packages_loaded(modules: list[str]) -> set[str]:
+    """The repository's top-level packages (as the build context names their folders)
+    that importing `modules` loads."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    package_dirs = project.get("package-dir", {})
-    roots = {package_dirs.get(p, p).split(".")[0] for p in project["packages"]}
+    folder = {p: project.get("package-dir", {}).get(p, p) for p in project["packages"]}
+    code = ("import importlib, json, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
+                                       capture_output=True, text=True, timeout=120).stdout)
+    return {folder[top] for top in loaded if top in folder}
+
+
+@pytest.mark.parametrize("path", [OPERATOR, EMBEDDING], ids=["operator", "embedding"])
+def test_each_image_holds_exactly_the_packages_it_runs(path):
     allowed = {line[1:].rstrip("/") for line in
                (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")}
-    for path in (OPERATOR, EMBEDDING):
-        copied = {source.rstrip("/") for op, arg in instructions(path)
-                  if op == "COPY" and "--from" not in arg for source in arg.split()[:-1]}
-        assert roots <= allowed and roots <= copied, (
-            f"{path.relative_to(REPO)}: packages missing from the build: "
-            f"{sorted(roots - (allowed & copied))}")
+    copied = {source.rstrip("/") for op, arg in instructions(path)
+              if op == "COPY" and "--from" not in arg for source in arg.split()[:-1]}
+    copied.discard("pyproject.toml")
+    runs = project_packages_loaded(ENTRY_MODULES[path])
+    assert runs <= allowed, f".dockerignore keeps out {sorted(runs - allowed)}"
+    assert copied == runs, (
+        f"{path.relative_to(REPO)}: copies {sorted(copied)} but runs {sorted(runs)}")

@@ -1,5 +1,5 @@
 """Session fixtures: a real MinIO (S3) and a real Apache Kafka broker, started through
-recop.local. If either cannot start, the tests that need it fail: they never skip."""
+devstack. If either cannot start, the tests that need it fail: they never skip."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from recop.local import kafka as local_kafka
-from recop.local import minio as local_minio
+from devstack import kafka as local_kafka
+from devstack import minio as local_minio
 
 BUCKET = "recop-embedding-tests"
 _prefixes = itertools.count(1)

@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
+from devstack.shards import LocalCluster
 from embedding.checkpoint import (
     CheckpointWriter,
     ChecksumError,
@@ -18,7 +19,6 @@ from embedding.checkpoint import (
     split_uri,
 )
 from embedding.client import EmbeddingClient
-from embedding.cluster import LocalCluster
 from embedding.partition import shard_of
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import grpc
 import numpy as np
 import pytest
 
+from devstack.shards import LocalCluster
 from embedding.checkpoint import CheckpointWriter
-from embedding.cluster import LocalCluster
 from embedding.proto import GRPC_OPTIONS
 from embedding.proto import embedding_pb2 as pb
 from embedding.proto import embedding_pb2_grpc as rpc

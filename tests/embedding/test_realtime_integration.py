@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devstack import kafka as local_kafka
+from devstack.shards import LocalCluster
 from embedding.checkpoint import CheckpointWriter
 from embedding.client import EmbeddingClient
-from embedding.cluster import LocalCluster
 from embedding.realtime import encode_by_shard, encode_upsert
-from recop.local import kafka as local_kafka
 
 # The fixtures run on the session loop (pyproject), so the tests must too.
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devstack.shards import AdminClient, LocalAdminAuth, LocalCluster
 from embedding.admin_channel import admin_stub
 from embedding.checkpoint import CheckpointWriter
-from embedding.cluster import AdminClient, LocalAdminAuth, LocalCluster
 from embedding.proto import embedding_pb2 as pb
 from embedding.server import LIVENESS_SERVICE, LOOKUP_SERVICE
 from tests.certs import self_signed
@@ -108,7 +108,7 @@ def test_a_rotated_token_takes_effect_without_a_restart(s3):
 
 
 def test_a_server_without_its_token_file_refuses_to_start(s3, tmp_path):
-    from embedding.cluster import start_shard
+    from devstack.shards import start_shard
 
     with pytest.raises(RuntimeError, match="admin token"):
         start_shard(0, 1, env=s3.env, timeout=15,

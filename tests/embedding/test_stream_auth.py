@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devstack import kafka as local_kafka
+from devstack.common import ManagedProcess, free_port, remove_state
+from devstack.shards import start_shard
 from embedding.checkpoint import CheckpointWriter
 from embedding.client import EmbeddingClient
-from embedding.cluster import start_shard
 from embedding.realtime import encode_upsert
-from recop.local import kafka as local_kafka
-from recop.local.common import ManagedProcess, free_port, remove_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

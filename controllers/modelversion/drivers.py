@@ -1,0 +1,231 @@
+"""I/O for the ModelVersion controller: discovery, the embedding admin API, Triton,
+Prometheus and S3. Everything is async or runs in a thread: the event loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from controllers.common import labels as L
+from controllers.common.admin_auth import admin_credentials
+from controllers.common.kube import Kube
+from controllers.modelversion.plan import Replica
+from embedding.admin_channel import AdminStub, admin_stub
+from embedding.proto import embedding_pb2 as pb
+from recop.api.recmodel import RecModelSpec
+
+LOCALHOST = ".localhost"
+
+
+def resolve(address: str) -> str:
+    """RFC 6761: names under .localhost are loopback (local servers register FQDN slices
+    because the API refuses loopback IPs)."""
+    return "127.0.0.1" if address == "localhost" or address.endswith(LOCALHOST) else address
+
+
+def slice_addresses(slices: list[dict], port_name: str, default_port: int,
+                    ready_only: bool = True) -> list[str]:
+    """host:port of the endpoints; the port from the slice's own ports (a local process
+    listens on its own port, not the Service's). Without `ready_only`, replicas that are
+    not ready yet count too (an embedding server is not ready until it serves a version,
+    and the operator is what loads one); terminating ones never do."""
+    out = []
+    for s in slices:
+        port = next((p["port"] for p in s.get("ports") or [] if p.get("name") == port_name),
+                    default_port)
+        for e in s.get("endpoints") or []:
+            conditions = e.get("conditions") or {}
+            if conditions.get("terminating") or (
+                    ready_only and conditions.get("ready", True) is False):
+                continue
+            out += [f"{resolve(a)}:{port}" for a in e.get("addresses", [])[:1]]
+    return out
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    admin: dict[int, list[str]]  # shard -> admin addresses, ready or not
+    lookup: dict[int, list[str]]  # shard -> lookup addresses, ready or not
+    triton: list[str]  # ready Triton gRPC addresses
+
+
+async def discover(kube: Kube, namespace: str, model: str, spec: RecModelSpec) -> Endpoints:
+    slices = await kube.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
+                             labels=f"{L.MODEL}={model}")
+    by_service: dict[str, list[dict]] = {}
+    for s in slices:
+        by_service.setdefault(s["metadata"].get("labels", {}).get(L.SERVICE_NAME, ""),
+                              []).append(s)
+    server = spec.embedding_server
+
+    def per_shard(port_name: str, default_port: int) -> dict[int, list[str]]:
+        return {i: slice_addresses(by_service.get(L.embedding_name(model, i), []), port_name,
+                                   default_port, ready_only=False)
+                for i in range(spec.sharding.shards)}
+
+    return Endpoints(per_shard("admin", server.admin_port),
+                     per_shard("lookup", server.lookup_port),
+                     slice_addresses(by_service.get(L.triton_name(model), []), "grpc", 8001))
+
+
+class Admin:
+    """The embedding servers' admin API over grpc.aio, one channel per address, carrying
+    the model's admin token (and speaking TLS) when its spec sets `adminAuth`."""
+
+    def __init__(self):
+        self._stubs: dict[str, AdminStub] = {}
+        self._shard: dict[str, int] = {}
+        self._auth: tuple = (None, None, "", "")
+
+    async def authenticate(self, kube: Kube, namespace: str, model: str,
+                           spec: RecModelSpec) -> None:
+        """Read the model's admin credentials (every pass: a rotated Secret takes effect
+        without a restart); raises AdminCredentialsError when a named Secret is unusable."""
+        auth = (*await admin_credentials(kube, namespace, spec), namespace, model)
+        if auth != self._auth:
+            await self.close()
+            self._auth = auth
+
+    def stub(self, address: str) -> AdminStub:
+        if address not in self._stubs:
+            token, ca, namespace, model = self._auth
+            # Servers are dialled by pod IP; their certificate names their shard Service.
+            server_name = (f"{L.embedding_name(model, self._shard[address])}.{namespace}.svc"
+                           if ca and address in self._shard else None)
+            self._stubs[address] = admin_stub(address, token, ca, server_name)
+        return self._stubs[address]
+
+    async def close(self) -> None:
+        stubs, self._stubs = self._stubs, {}
+        for stub in stubs.values():
+            await stub.channel.close()
+
+    async def observe(self, shards: dict[int, list[str]]) -> tuple[list[Replica], list]:
+        """Every reachable replica's versions, and their realtime reports."""
+        replicas, realtime = [], []
+        for shard, addresses in shards.items():
+            for address in addresses:
+                self._shard[address] = shard
+                try:
+                    reply = await self.stub(address).Status(pb.StatusRequest(), timeout=5)
+                except grpc.aio.AioRpcError:
+                    continue  # an unreachable replica is not counted as holding anything
+                replicas.append(Replica(
+                    address, shard, reply.active_version,
+                    {v.version: v.state for v in reply.versions},
+                    {v.version: v.progress for v in reply.versions},
+                    {v.version: v.error for v in reply.versions}))
+                rt = reply.realtime
+                realtime.append({"enabled": rt.enabled, "lag": rt.lag, "applied": rt.applied,
+                                 "malformed": rt.malformed,
+                                 "freshness_p50_seconds": rt.freshness_p50_seconds,
+                                 "freshness_p99_seconds": rt.freshness_p99_seconds})
+        return replicas, realtime
+
+    async def run(self, action: tuple, checks: dict[int, tuple[float, bool]]) -> None:
+        """One plan action; loads carry their version's value checks (`checks`)."""
+        verb, address, number, *rest = action
+        stub = self.stub(address)
+        max_abs, non_finite = checks.get(number, (0.0, False))
+        values = pb.ValueChecks(max_abs_value=max_abs, allow_non_finite=non_finite)
+        if verb == "load_full":
+            await stub.LoadFull(pb.LoadFullRequest(version=number, uri=rest[0],
+                                                   checks=values), timeout=10)
+        elif verb == "apply_incremental":
+            await stub.ApplyIncremental(pb.ApplyIncrementalRequest(
+                version=number, base_version=rest[0], uri=rest[1], checks=values), timeout=10)
+        elif verb in ("commit", "rollback"):
+            await stub.Commit(pb.VersionRequest(version=number), timeout=10)
+        elif verb == "drop":
+            await stub.Drop(pb.VersionRequest(version=number), timeout=10)
+        else:
+            raise ValueError(f"unknown action {verb}")
+
+
+class Triton:
+    """Explicit model control through tritonclient's gRPC repository API."""
+
+    def __init__(self, addresses: list[str], model: str, spec: RecModelSpec):
+        from tritonclient.grpc import aio as triton_aio
+
+        self.clients = [triton_aio.InferenceServerClient(a) for a in addresses]
+        self.model = model
+        self.spec = spec
+
+    async def ready_versions(self) -> frozenset[int]:
+        """Dense versions READY on every Triton server."""
+        common: set[int] | None = None
+        for client in self.clients:
+            index = await client.get_model_repository_index(as_json=True)
+            ready = {int(m["version"]) for m in index.get("models", [])
+                     if m.get("name") == self.model and m.get("state") == "READY"
+                     and m.get("version")}
+            common = ready if common is None else common & ready
+        return frozenset(common or ())
+
+    def config(self, versions: list[int]) -> str:
+        dense = self.spec.dense
+        return json.dumps({
+            "name": self.model, "backend": dense.backend,
+            "max_batch_size": dense.max_batch_size,
+            "version_policy": {"specific": {"versions": sorted(versions)}},
+            "instance_group": [{"kind": g.kind, "count": g.count}
+                               for g in dense.instance_groups]})
+
+    async def load(self, version: int, keep: int | None) -> None:
+        """Load `version` (keeping `keep` loaded beside it), check readiness and a smoke
+        inference on the new version; raises on any failure."""
+        versions = [version] + ([keep] if keep and keep != version else [])
+        for client in self.clients:
+            await client.load_model(self.model, config=self.config(versions))
+            if not await client.is_model_ready(self.model, str(version)):
+                raise RuntimeError(f"Triton: {self.model} version {version} is not ready")
+            await self._smoke(client, version)
+
+    async def _smoke(self, client, version: int) -> None:
+        from tritonclient.grpc import InferInput
+
+        meta = await client.get_model_metadata(self.model, str(version), as_json=True)
+        inputs = []
+        for spec in meta["inputs"]:
+            shape = [1 if int(d) < 0 else int(d) for d in spec["shape"]]
+            item = InferInput(spec["name"], shape, spec["datatype"])
+            item.set_data_from_numpy(np.zeros(shape, _NP[spec["datatype"]]))
+            inputs.append(item)
+        result = await client.infer(self.model, inputs, model_version=str(version))
+        for out in meta["outputs"]:
+            values = result.as_numpy(out["name"])
+            if values is None or not np.isfinite(values.astype(np.float64)).all():
+                raise RuntimeError(f"Triton smoke inference: output {out['name']} not finite")
+
+
+_NP = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32}
+
+
+async def s3_client(kube: Kube, namespace: str, spec: RecModelSpec):
+    """boto3 client for the model's storage; credentials only from its Secrets (or the
+    operator's own AWS_* environment when the spec names none)."""
+    import boto3
+
+    storage = spec.storage
+    kwargs = {"region_name": storage.region}
+    if storage.endpoint:
+        kwargs["endpoint_url"] = storage.endpoint
+    if storage.access_key_id and storage.secret_access_key:
+        for arg, ref in (("aws_access_key_id", storage.access_key_id),
+                         ("aws_secret_access_key", storage.secret_access_key)):
+            secret = await kube.get("v1", "Secret", namespace, ref.name)
+            if secret is None or ref.key not in secret.get("data", {}):
+                raise RuntimeError(f"Secret {ref.name} has no key {ref.key}")
+            kwargs[arg] = base64.b64decode(secret["data"][ref.key]).decode()
+    return await asyncio.to_thread(boto3.client, "s3", **kwargs)
+
+
+def prometheus_url() -> str | None:
+    return os.environ.get("RECOP_PROMETHEUS_URL") or None

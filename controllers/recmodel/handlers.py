@@ -1,0 +1,169 @@
+"""RecModel handlers: parse the spec, build the serving objects, apply what changed,
+report status from discovery. The logic lives in pure modules beside this one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import kopf
+from pydantic import ValidationError
+
+from controllers.abtest.placement import override_for
+from controllers.common import labels as L
+from controllers.common.admin_auth import operator_namespace
+from controllers.common.fit import NodeInfo, dense_fit_problem, shard_fit_problem
+from controllers.common.kube import Kube, is_subset
+from controllers.common.kubeapi import kube
+from controllers.recmodel.objects import (
+    GPU_NODE_LABEL,
+    GPU_RESOURCE,
+    Owner,
+    desired_objects,
+    shard_memory_bytes,
+)
+from controllers.recmodel.status import STATUS_MANAGER, owned_status, ready_endpoints, summarize
+from recop.api import ABTEST, RECMODEL
+from recop.api.common import API_VERSION, GROUP, VERSION
+from recop.api.recmodel import Phase, RecModelSpec, RecModelStatus
+
+RESOURCE = (GROUP, VERSION, RECMODEL.plural)
+# Kinds RecOp creates for a model, so objects left over from an older spec are removed.
+OWNED_KINDS = (("apps/v1", "Deployment"), ("policy/v1", "PodDisruptionBudget"),
+               ("v1", "Service"), ("v1", "ConfigMap"), ("networking.k8s.io/v1", "NetworkPolicy"))
+
+_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+_queued: set[tuple[str, str]] = set()
+
+
+async def reconcile(namespace: str, name: str, *, spec_changed: bool, logger) -> None:
+    """Bring one RecModel's objects and status in line with its spec.
+
+    Serialised per model; a burst of child events while one run is waiting collapses
+    into that run. `spec_changed` applies every object (SSA also drops fields the new
+    spec no longer sets) and prunes; otherwise only objects that drifted are applied, so
+    a settled model causes no writes.
+    """
+    key = (namespace, name)
+    if not spec_changed and key in _queued:
+        return
+    _queued.add(key)
+    async with _locks[key]:
+        _queued.discard(key)
+        client = await kube()
+        body = await client.get(API_VERSION, RECMODEL.kind, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        await _reconcile(client, body, spec_changed, logger)
+
+
+async def _reconcile(client: Kube, body: dict, spec_changed: bool, logger) -> None:
+    meta = body["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation", 0)
+    previous = RecModelStatus.model_validate(body.get("status") or {})
+    try:
+        spec = RecModelSpec.model_validate(body["spec"])
+    except ValidationError as exc:
+        # The CRD schema refuses nearly all of this; reaching here means a schema older
+        # than the operator. Report it and do nothing else.
+        kopf.warn(body, reason="InvalidSpec", message=str(exc)[:1024])
+        await _report(client, body, previous.model_copy(update={
+            "phase": Phase.FAILED, "observed_generation": generation}))
+        raise kopf.PermanentError(f"invalid spec: {exc}") from exc
+
+    owner = Owner(name, namespace, meta["uid"])
+    nodes = [NodeInfo.from_object(n) for n in await client.list("v1", "Node")]
+    refusal = (shard_fit_problem(spec, shard_memory_bytes(spec), nodes)
+               if spec.embedding_server.deployment == "Managed" else None) or (dense_fit_problem(
+        spec, nodes, {GPU_NODE_LABEL: "true"},
+        [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}])
+        if spec.dense.deployment == "Managed" else None)
+    if refusal is None:
+        # An ABTest's placement of this model (controllers/abtest_placement).
+        override = override_for(name, await client.list(API_VERSION, ABTEST.kind, namespace))
+        desired = desired_objects(owner, spec, override, operator_namespace())
+        changed = await _apply(client, desired, everything=spec_changed)
+        if spec_changed:
+            changed += await _prune(client, owner, desired)
+        if changed:
+            logger.info("applied %d object(s)", changed)
+            kopf.info(body, reason="Applied", message=f"{changed} object(s) created or updated")
+    elif refusal != previous.conditions_message("Degraded"):
+        kopf.warn(body, reason="CannotPlace", message=refusal)
+
+    slices = await client.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
+                               labels=f"{L.MODEL}={name}")
+    by_service: defaultdict[str, list[dict]] = defaultdict(list)
+    for s in slices:
+        by_service[s["metadata"].get("labels", {}).get(L.SERVICE_NAME, "")].append(s)
+    shard_ready = [ready_endpoints(by_service[L.embedding_name(name, i)])
+                   for i in range(spec.sharding.shards)]
+    triton_ready = ready_endpoints(by_service[L.triton_name(name)])
+    status = summarize(spec, name, namespace, generation, shard_ready, triton_ready,
+                       previous, refusal)
+    if status.phase != previous.phase and status.phase in (Phase.READY, Phase.DEGRADED):
+        post = kopf.info if status.phase == Phase.READY else kopf.warn
+        post(body, reason=status.phase.value, message=status.conditions_message("Ready")
+             if status.phase == Phase.READY else status.conditions_message("Degraded"))
+    await _report(client, body, status)
+
+
+async def _apply(client: Kube, desired: list[dict], everything: bool) -> int:
+    changed = 0
+    for obj in desired:
+        meta = obj["metadata"]
+        if not everything:
+            live = await client.get(obj["apiVersion"], obj["kind"], meta["namespace"],
+                                    meta["name"])
+            if live is not None and is_subset(obj, live):
+                continue
+        await client.apply(obj)
+        changed += 1
+    return changed
+
+
+async def _prune(client: Kube, owner: Owner, desired: list[dict]) -> int:
+    keep = {(o["kind"], o["metadata"]["name"]) for o in desired}
+    removed = 0
+    for api_version, kind in OWNED_KINDS:
+        for live in await client.list(api_version, kind, owner.namespace,
+                                      labels=L.managed_selector(owner.name)):
+            if (kind, live["metadata"]["name"]) not in keep:
+                await client.delete(api_version, kind, owner.namespace,
+                                    live["metadata"]["name"])
+                removed += 1
+    return removed
+
+
+async def _report(client: Kube, body: dict, status: RecModelStatus) -> None:
+    """Apply this controller's part of the status, only when it changed, so a settled
+    model writes nothing."""
+    mine = owned_status(status.to_wire())
+    if mine != owned_status(body.get("status") or {}):
+        meta = body["metadata"]
+        await client.apply_status(API_VERSION, RECMODEL.kind, meta["namespace"],
+                                  meta["name"], mine, STATUS_MANAGER)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+async def on_spec(namespace, name, logger, **_):
+    await reconcile(namespace, name, spec_changed=True, logger=logger)
+
+
+def _on_child(group: str, version: str, plural: str) -> None:
+    """Watch a kind RecOp manages: a change made by someone else (a hand edit, a
+    deletion, a replica turning ready) re-reconciles the owning model at once."""
+
+    @kopf.on.event(group=group, version=version, plural=plural,
+                   labels={L.MODEL: kopf.PRESENT}, id=f"recmodel-child-{plural}")
+    async def on_child(namespace, labels, logger, **_):
+        await reconcile(namespace, labels[L.MODEL], spec_changed=False, logger=logger)
+
+
+for _child in (("apps", "v1", "deployments"), ("policy", "v1", "poddisruptionbudgets"),
+               ("", "v1", "services"), ("", "v1", "configmaps"),
+               ("networking.k8s.io", "v1", "networkpolicies"),
+               ("discovery.k8s.io", "v1", "endpointslices")):
+    _on_child(*_child)

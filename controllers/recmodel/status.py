@@ -1,0 +1,95 @@
+"""A RecModel's status, derived from what discovery shows (EndpointSlices)."""
+
+from __future__ import annotations
+
+from controllers.common import labels as L
+from controllers.recmodel.objects import TRITON_GRPC, TRITON_HTTP
+from recop.api.common import Condition, ConditionStatus, set_condition
+from recop.api.recmodel import Endpoints, Phase, RecModelSpec, RecModelStatus
+
+# The RecModel controller's share of the status; the ModelVersion controller owns the
+# version fields (activeVersion, lastCleanVersion) and its own conditions.
+STATUS_MANAGER = "recop-recmodel"
+OWNED_FIELDS = frozenset({"phase", "observedGeneration", "conditions", "shards", "readyShards",
+                          "readyReplicas", "tritonReadyReplicas", "endpoints",
+                          "readyGeneration"})
+OWNED_CONDITIONS = frozenset({"Ready", "Progressing", "Degraded"})
+
+
+def owned_status(status: dict) -> dict:
+    mine = {k: v for k, v in status.items() if k in OWNED_FIELDS}
+    mine["conditions"] = [c for c in status.get("conditions", [])
+                          if c["type"] in OWNED_CONDITIONS]
+    return mine
+
+
+def ready_endpoints(slices: list[dict]) -> int:
+    """Ready endpoints across a Service's slices; an unset `ready` means ready, as the
+    EndpointSlice API defines it."""
+    return sum(1 for s in slices for e in s.get("endpoints") or []
+               if (e.get("conditions") or {}).get("ready", True) is not False)
+
+
+def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
+              shard_ready: list[int], triton_ready: int, previous: RecModelStatus,
+              refusal: str | None) -> RecModelStatus:
+    """The status to report; `shard_ready[i]` counts ready replicas of shard i."""
+    want = spec.sharding.replicas_per_shard
+    serving_shards = sum(1 for n in shard_ready if n > 0)
+    dense_serving = spec.dense.replicas == 0 or triton_ready > 0
+    serving = serving_shards == spec.sharding.shards and dense_serving and refusal is None
+    complete = serving and all(n >= want for n in shard_ready) and (
+        triton_ready >= spec.dense.replicas)
+
+    if refusal:
+        phase, reason, message = Phase.FAILED, "CannotPlace", refusal
+    elif complete:
+        phase, reason, message = Phase.READY, "AllReplicasReady", (
+            f"{spec.sharding.shards} shard(s) x {want} replica(s) and "
+            f"{triton_ready} Triton pod(s) ready")
+    elif serving and previous.ready_generation == generation:
+        phase, reason, message = Phase.DEGRADED, "ReplicasMissing", _missing(
+            shard_ready, want, triton_ready, spec.dense.replicas)
+    else:
+        phase, reason, message = Phase.PROGRESSING, "RollingOut", _missing(
+            shard_ready, want, triton_ready, spec.dense.replicas)
+
+    def cond(kind: str, true: bool, why: str, text: str) -> Condition:
+        return Condition(type=kind, status=ConditionStatus.TRUE if true else ConditionStatus.FALSE,
+                         reason=why, message=text, observed_generation=generation)
+
+    conditions = previous.conditions
+    conditions = set_condition(conditions, cond(
+        "Ready", serving, "Serving" if serving else reason,
+        "every shard and the dense model have a ready replica" if serving else message))
+    conditions = set_condition(conditions, cond(
+        "Progressing", phase == Phase.PROGRESSING, reason if phase == Phase.PROGRESSING
+        else "Settled", message if phase == Phase.PROGRESSING else ""))
+    degraded = phase in (Phase.DEGRADED, Phase.FAILED)
+    conditions = set_condition(conditions, cond(
+        "Degraded", degraded, reason if degraded else "Healthy", message if degraded else ""))
+
+    svc = f"{namespace}.svc"
+    return previous.model_copy(update={
+        "phase": phase,
+        "observed_generation": generation,
+        "conditions": conditions,
+        "shards": spec.sharding.shards,
+        "ready_shards": serving_shards,
+        "ready_replicas": sum(shard_ready),
+        "triton_ready_replicas": triton_ready,
+        "ready_generation": generation if complete else previous.ready_generation,
+        "endpoints": Endpoints(
+            embedding=(f"{L.embedding_name(name, f'{{0..{spec.sharding.shards - 1}}}')}"
+                       f".{svc}:{spec.embedding_server.lookup_port}"),
+            triton_grpc=f"{L.triton_name(name)}.{svc}:{TRITON_GRPC}",
+            triton_http=f"{L.triton_name(name)}.{svc}:{TRITON_HTTP}"),
+    })
+
+
+def _missing(shard_ready: list[int], want: int, triton_ready: int, triton_want: int) -> str:
+    short = [f"shard {i} {n}/{want}" for i, n in enumerate(shard_ready) if n < want]
+    if triton_ready < triton_want:
+        short.append(f"triton {triton_ready}/{triton_want}")
+    return "waiting for ready replicas: " + ", ".join(short[:8]) + (
+        f" and {len(short) - 8} more" if len(short) > 8 else "")
