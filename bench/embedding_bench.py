@@ -27,12 +27,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.limit_probe import Probe  # noqa: E402
 from devstack import kafka as local_kafka  # noqa: E402
 from devstack import minio as local_minio  # noqa: E402
 from devstack import redis as local_redis  # noqa: E402
 from devstack.shards import LocalCluster  # noqa: E402
 from embedding.checkpoint import CheckpointWriter, read_manifest, split_uri  # noqa: E402
 from embedding.client import EmbeddingClient  # noqa: E402
+from embedding.partition import shard_of  # noqa: E402
 from embedding.realtime import encode_by_shard  # noqa: E402
 
 BUCKET = "recop-bench"
@@ -57,10 +59,43 @@ class Results:
         say(f"{bench} | {metric}: recop {recop} | baseline {baseline} | {ratio} {goal}")
 
 
-# ---------------------------------------------------------------- 1. lookup vs Redis
+# ---------------------------------------------------------------- 1. lookup vs Redis and the limit
 
 
-def bench_lookup(s3, results: Results, rows: int, iters: int) -> None:
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds >= 0.01 else f"{seconds * 1e3:.2f} ms"
+
+
+def run_stats(runs: list[list[float]]) -> dict[str, float]:
+    """p50 and p99 of each run, then the median over the runs."""
+    return {"p50": statistics.median(pct(r, 50) for r in runs),
+            "p99": statistics.median(pct(r, 99) for r in runs)}
+
+
+class RedisTable:
+    """The same rows in redis-server as packed fp32 strings, read with pipelined MGETs of
+    10,000 keys through redis-py with hiredis: the fastest plain-Redis read."""
+
+    def __init__(self, handle, ids: np.ndarray, values: np.ndarray):
+        import redis
+
+        self.r = redis.Redis(port=handle.port)
+        self.dim = values.shape[1]
+        self.keys = [f"e:{i}".encode() for i in ids.tolist()]
+        for start in range(0, len(ids), 10_000):
+            end = start + 10_000
+            self.r.mset(dict(zip(self.keys[start:end],
+                                 (v.tobytes() for v in values[start:end]), strict=True)))
+
+    def lookup(self, rows: np.ndarray) -> np.ndarray:
+        pipe = self.r.pipeline(transaction=False)
+        for start in range(0, len(rows), 10_000):
+            pipe.mget([self.keys[i] for i in rows[start:start + 10_000].tolist()])
+        blobs = [b for chunk in pipe.execute() for b in chunk]
+        return np.frombuffer(b"".join(blobs), np.float32).reshape(len(rows), self.dim)
+
+
+def bench_lookup(s3, results: Results, rows: int, iters: int, runs: int) -> None:
     dim, batch, shards = 64, 150_000, 4
     rng = np.random.default_rng(1)
     ids = rng.choice(np.int64(1) << 40, rows, replace=False).astype(np.int64)
@@ -71,89 +106,197 @@ def bench_lookup(s3, results: Results, rows: int, iters: int) -> None:
 
     redis_handle = local_redis.start()
     cluster = LocalCluster(shards, 1, env=s3.env)
+    probes = {4: Probe(shards, rows // shards, dim * 4), 2: Probe(shards, rows // shards, dim * 2)}
+    names = ("recop", "recop fp16", "redis", "limit", "limit fp16")
+    lat = {name: [] for name in names}
     try:
         cluster.prepare_full(1, uri)
         cluster.commit(1)
-        import redis
-
-        r = redis.Redis(port=redis_handle.port)
         say("lookup: filling redis with the same rows (packed fp32 strings)")
-        keys = [f"e:{i}".encode() for i in ids.tolist()]
-        for start in range(0, rows, 10_000):
-            end = start + 10_000
-            r.mset(
-                dict(zip(keys[start:end], (v.tobytes() for v in values[start:end]), strict=True))
-            )
-
-        def redis_lookup(query_idx: np.ndarray) -> np.ndarray:
-            # The fastest plain-Redis read: pipelined MGETs of packed vectors (hiredis parser).
-            pipe = r.pipeline(transaction=False)
-            for start in range(0, len(query_idx), 10_000):
-                pipe.mget([keys[i] for i in query_idx[start : start + 10_000].tolist()])
-            blobs = [b for chunk in pipe.execute() for b in chunk]
-            return np.frombuffer(b"".join(blobs), np.float32).reshape(len(query_idx), dim)
-
+        red = RedisTable(redis_handle, ids, values)
         client = EmbeddingClient(cluster.lookup_addresses)
-        lat = {"recop": [], "redis": []}
-        for i in range(iters + 3):  # interleaved, the first 3 rounds are warm-up
-            q = rng.integers(0, rows, batch)
-            t0 = time.perf_counter()
-            got = client.lookup({"emb": ids[q]})
-            t1 = time.perf_counter()
-            red = redis_lookup(q)
-            t2 = time.perf_counter()
-            if i == 0:
-                assert np.array_equal(got.values["emb"], values[q]), "recop returned wrong rows"
-                assert np.array_equal(red, values[q]), "redis returned wrong rows"
-            if i >= 3:
-                lat["recop"].append(t1 - t0)
-                lat["redis"].append(t2 - t1)
+        for run in range(runs):
+            say(f"lookup: run {run + 1} of {runs} ({iters} requests each way, interleaved)")
+            per = {name: [] for name in names}
+            for i in range(iters + 3):  # the first 3 rounds are warm-up
+                q = rng.integers(0, rows, batch)
+                # The probe gets the same split: as many rows per shard as RecOp's shards.
+                share = np.bincount(shard_of(ids[q], shards), minlength=shards)
+                positions = [rng.integers(0, rows // shards, n).astype(np.uint64) for n in share]
+                t = [time.perf_counter()]
+                got = client.lookup({"emb": ids[q]})
+                t.append(time.perf_counter())
+                half = client.lookup({"emb": ids[q]}, wire_dtype="fp16")
+                t.append(time.perf_counter())
+                from_redis = red.lookup(q)
+                t.append(time.perf_counter())
+                probes[4].lookup(positions)
+                t.append(time.perf_counter())
+                probes[2].lookup(positions)
+                t.append(time.perf_counter())
+                if i == 0:
+                    assert np.array_equal(got.values["emb"], values[q]), "recop: wrong rows"
+                    assert np.array_equal(half.values["emb"],
+                                          values[q].astype(np.float16).astype(np.float32))
+                    assert np.array_equal(from_redis, values[q]), "redis returned wrong rows"
+                if i >= 3:
+                    for name, a, b in zip(names, t, t[1:], strict=False):
+                        per[name].append(b - a)
+            for name in names:
+                lat[name].append(per[name])
         client.close()
-        server_mean = statistics.mean(_server_lookup_mean(p.metrics_port)
-                                      for p in cluster.processes)
+    finally:
+        for probe in probes.values():
+            probe.close()
+        cluster.stop()
+        redis_handle.stop()
+    st = {name: run_stats(lat[name]) for name in names}
+    kps = {name: batch / st[name]["p50"] for name in names}
+    title = f"1. lookup 150k ids, dim 64, 4 shards ({runs} runs x {iters})"
+    for wire, (ours, limit) in (("fp32", ("recop", "limit")),
+                                ("fp16 on the wire", ("recop fp16", "limit fp16"))):
+        goal_p50 = "goal <= 1.3x" if wire == "fp32" else ""
+        results.add(title, f"{wire}: p50 vs the limit", ms(st[ours]["p50"]),
+                    ms(st[limit]["p50"]) + " (C gather + TCP)",
+                    f"{st[ours]['p50'] / st[limit]['p50']:.2f}x the limit", goal_p50)
+        results.add("", f"{wire}: p99 vs the limit", ms(st[ours]["p99"]),
+                    ms(st[limit]["p99"]), f"{st[ours]['p99'] / st[limit]['p99']:.2f}x the limit",
+                    "goal <= 1.5x")
+        title = ""
+    results.add("", "fp32: p50 / p99 vs Redis", f"{ms(st['recop']['p50'])} / "
+                f"{ms(st['recop']['p99'])}", f"{ms(st['redis']['p50'])} / "
+                f"{ms(st['redis']['p99'])} (Redis MGET)",
+                f"{st['redis']['p50'] / st['recop']['p50']:.1f}x faster at p50")
+    results.add("", "keys/s at p50: RecOp fp32 / fp16, Redis, limit fp32",
+                f"{kps['recop'] / 1e6:.2f} M / {kps['recop fp16'] / 1e6:.2f} M",
+                f"{kps['redis'] / 1e6:.2f} M / {kps['limit'] / 1e6:.2f} M",
+                f"{kps['recop'] / kps['redis']:.1f}x Redis", "goal >= 10x Redis")
+
+
+# ---------------------------------------------------------------- 1b. HPS's profile
+
+
+def bench_hps(s3, results: Results, rows: int, queries: int, runs: int) -> None:
+    """HugeCTR HPS's published profile: 2,000 keys per query, power-law ids (alpha 1.2),
+    dim 64, concurrency 1 and 8; Redis reads the same keys."""
+    dim, keys, shards = 64, 2000, 4
+    rng = np.random.default_rng(6)
+    ids = rng.choice(np.int64(1) << 40, rows, replace=False).astype(np.int64)
+    values = rng.standard_normal((rows, dim), dtype=np.float32)
+    uri = f"s3://{BUCKET}/hps-{uuid.uuid4().hex[:6]}"
+    CheckpointWriter(s3.client(), uri, shards).write_full(1, {"emb": (ids, values)})
+    # Rank r (1 = hottest) with probability r^-1.2; ranks land on ids at random.
+    cdf = np.cumsum(np.arange(1, rows + 1, dtype=np.float64) ** -1.2)
+    cdf /= cdf[-1]
+    hot = rng.permutation(rows)
+
+    def draw(r: np.random.Generator) -> np.ndarray:
+        return hot[np.minimum(np.searchsorted(cdf, r.random(keys)), rows - 1)]
+
+    redis_handle = local_redis.start()
+    cluster = LocalCluster(shards, 1, env=s3.env)
+    try:
+        cluster.prepare_full(1, uri)
+        cluster.commit(1)
+        red = RedisTable(redis_handle, ids, values)
+        client = EmbeddingClient(cluster.lookup_addresses)
+        for concurrency in (1, 8):
+            ours, theirs, qps = [], [], []
+            for run in range(runs):
+                say(f"hps: concurrency {concurrency}, run {run + 1} of {runs}")
+                lat, took = _concurrent(lambda r: client.lookup({"emb": ids[draw(r)]}),
+                                        concurrency, queries)
+                ours.append(lat)
+                qps.append(len(lat) / took)
+                theirs.append(_concurrent(lambda r: red.lookup(draw(r)), concurrency,
+                                          queries // 4)[0])
+            a, b = run_stats(ours), run_stats(theirs)
+            results.add("1b. HPS profile: 2,000 keys/query, power law 1.2, dim 64, 4 shards"
+                        if concurrency == 1 else "",
+                        f"concurrency {concurrency}: p50 / p99",
+                        f"{ms(a['p50'])} / {ms(a['p99'])}",
+                        f"{ms(b['p50'])} / {ms(b['p99'])} (Redis MGET)",
+                        f"{b['p99'] / a['p99']:.1f}x faster at p99",
+                        "goal: p99 < 1 ms (HPS: 0.35 ms on a GPU)" if concurrency == 1 else "")
+            results.add("", f"concurrency {concurrency}: queries/s (median of runs)",
+                        f"{statistics.median(qps):,.0f}", "-", "-")
+        client.close()
     finally:
         cluster.stop()
         redis_handle.stop()
-    rec, red = lat["recop"], lat["redis"]
-    kps = {k: batch / statistics.median(v) for k, v in lat.items()}
-    results.add(
-        "1. lookup 150k ids, dim 64 fp32, 4 shards",
-        "p50 latency",
-        f"{pct(rec, 50) * 1e3:.1f} ms",
-        f"{pct(red, 50) * 1e3:.1f} ms",
-        f"{pct(red, 50) / pct(rec, 50):.2f}x faster",
-    )
-    results.add(
-        "",
-        "p99 latency",
-        f"{pct(rec, 99) * 1e3:.1f} ms",
-        f"{pct(red, 99) * 1e3:.1f} ms",
-        f"{pct(red, 99) / pct(rec, 99):.2f}x faster",
-        "goal: recop p99 < 10 ms",
-    )
-    results.add(
-        "",
-        "keys/s (at median)",
-        f"{kps['recop'] / 1e6:.2f} M",
-        f"{kps['redis'] / 1e6:.2f} M",
-        f"{kps['recop'] / kps['redis']:.2f}x",
-        "goal: >= 3x",
-    )
-    results.add("", "of which: server time per shard request (mean, incl. warm-up)",
-                f"{server_mean * 1e3:.1f} ms", "-", "-")
 
 
-def _server_lookup_mean(metrics_port: int) -> float:
-    """Mean server-side lookup time of one shard, from its Prometheus histogram."""
-    import urllib.request
+def _concurrent(call, concurrency: int, queries: int) -> tuple[list[float], float]:
+    """`queries` calls spread over `concurrency` threads; per-call latency (the first 20
+    per thread are warm-up) and the wall time of the whole."""
+    lat: list[float] = []
+    lock = threading.Lock()
 
-    from prometheus_client.parser import text_string_to_metric_families
+    def worker(seed: int):
+        r = np.random.default_rng(seed)
+        mine = []
+        for i in range(queries // concurrency + 20):
+            t0 = time.perf_counter()
+            call(r)
+            if i >= 20:
+                mine.append(time.perf_counter() - t0)
+        with lock:
+            lat.extend(mine)
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
-    samples = {s.name: s.value for family in text_string_to_metric_families(text)
-               for s in family.samples}
-    return samples["recop_embedding_lookup_seconds_sum"] / samples[
-        "recop_embedding_lookup_seconds_count"]
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- 1c. memory per row
+
+
+def bench_memory(s3, results: Results, rows: int) -> None:
+    """Resident memory a shard server gains by serving a table, against the checkpoint's
+    bytes for that shard (ids, rows, scales, bias), per storage dtype."""
+    dim = 64
+    rng = np.random.default_rng(7)
+    ids = rng.choice(np.int64(1) << 40, rows, replace=False).astype(np.int64)
+    values = rng.standard_normal((rows, dim), dtype=np.float32)
+    for dtype in ("fp32", "fp16", "int8", "int4"):
+        uri = f"s3://{BUCKET}/mem-{dtype}-{uuid.uuid4().hex[:6]}"
+        writer = CheckpointWriter(s3.client(), uri, 1)
+        # A tiny version first: the baseline then includes the S3 client and the threads
+        # every loaded server has, and the figure is what the table itself costs.
+        writer.write_full(1, {"emb": (ids[:10], values[:10])}, dtypes={"emb": dtype})
+        tiny = uri
+        uri = f"{uri}-full"
+        manifest = CheckpointWriter(s3.client(), uri, 1).write_full(
+            2, {"emb": (ids, values)}, dtypes={"emb": dtype})
+        checkpoint = manifest.shard_bytes(0)
+        cluster = LocalCluster(1, 1, env=s3.env)
+        try:
+            pid = cluster.processes[0].process.proc.pid
+            cluster.prepare_full(1, tiny)
+            cluster.commit(1)
+            before = _rss(pid)
+            cluster.prepare_full(2, uri)
+            cluster.commit(2)
+            cluster.admins()[0].drop(1)
+            time.sleep(0.5)
+            gained = _rss(pid) - before
+        finally:
+            cluster.stop()
+        results.add("1c. memory per row, dim 64, 1 shard" if dtype == "fp32" else "",
+                    f"{dtype}: resident bytes gained / checkpoint bytes",
+                    f"{gained / rows:.1f} B/row", f"{checkpoint / rows:.1f} B/row",
+                    f"{gained / checkpoint:.2f}x", "goal <= 1.15x")
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 # ---------------------------------------------------------------- 2. freshness
@@ -388,7 +531,17 @@ def write_table(results: Results, command: str, started: float) -> str:
         "",
         "Lookup latency is the client's wall time for the whole 150,000-id request (route, "
         "fan-out to 4 processes, reassembly in request order); Redis is read with pipelined "
-        "MGETs of 10,000 packed fp32 vectors through redis-py with hiredis. Full load is "
+        "MGETs of 10,000 packed fp32 vectors through redis-py with hiredis. The limit is "
+        "bench/limit_probe.py: 4 processes gathering the same number of rows per shard with "
+        "C memcpy and writing them on loopback TCP to one Python client that reads the four "
+        "sockets into one buffer (no index, no framing, no reassembly into request order). "
+        "RecOp, RecOp with fp16 rows on the wire, Redis and the probe for 256- and 128-byte "
+        "rows take turns request by request; p50 and p99 are taken per run and the median "
+        "over the runs is shown. Where the phases of a RecOp lookup go: "
+        "bench/LOOKUP-BREAKDOWN.md. Memory per row is the resident memory (VmRSS) a shard "
+        "server gains by loading and committing the table (after a tiny version, so that "
+        "the S3 client and load threads are in the baseline), against the shard's checkpoint "
+        "bytes (ids, rows, per-row scales and bias). Full load is "
         "LoadFull until the version is ready (fetch, crc32 per part, serving arrays), "
         "against boto3 download_fileobj of the same files into memory, interleaved runs.",
         "",
@@ -403,10 +556,13 @@ def write_table(results: Results, command: str, started: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "--only", choices=["lookup", "freshness", "load", "incremental"], action="append"
-    )
+        "--only", choices=["lookup", "hps", "memory", "freshness", "load", "incremental"],
+        action="append")
     parser.add_argument("--lookup-rows", type=int, default=1_000_000)
-    parser.add_argument("--lookup-iters", type=int, default=40)
+    parser.add_argument("--lookup-iters", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=3, help="medians over this many runs")
+    parser.add_argument("--hps-queries", type=int, default=2000)
+    parser.add_argument("--memory-rows", type=int, default=1_000_000)
     parser.add_argument("--fresh-samples", type=int, default=300)
     parser.add_argument("--load-rows", type=int, default=1_000_000)
     parser.add_argument("--load-reps", type=int, default=3)
@@ -414,7 +570,7 @@ def main() -> None:
     parser.add_argument("--inc-changed", type=int, default=1_000_000)
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
-    only = set(args.only or ["lookup", "freshness", "load", "incremental"])
+    only = set(args.only or ["lookup", "hps", "memory", "freshness", "load", "incremental"])
     started = time.time()
     results = Results()
     s3 = local_minio.start()
@@ -422,7 +578,11 @@ def main() -> None:
     kafka = local_kafka.start() if "freshness" in only else None
     try:
         if "lookup" in only:
-            bench_lookup(s3, results, args.lookup_rows, args.lookup_iters)
+            bench_lookup(s3, results, args.lookup_rows, args.lookup_iters, args.runs)
+        if "hps" in only:
+            bench_hps(s3, results, args.lookup_rows, args.hps_queries, args.runs)
+        if "memory" in only:
+            bench_memory(s3, results, args.memory_rows)
         if "freshness" in only:
             bench_freshness(s3, kafka, results, args.fresh_samples)
         if "load" in only:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -50,7 +51,7 @@ def say(message: str) -> None:
 def clone(client, source: str, target: str, version: int) -> str:
     """A copy of checkpoint `source` numbered `version` (the server refuses a manifest
     whose number differs from the one it is asked to load)."""
-    from embedding.checkpoint import MANIFEST, Manifest
+    from embedding.manifest import MANIFEST, Manifest
 
     listing = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{source}/tables/")
     for item in listing.get("Contents", []):
@@ -58,9 +59,9 @@ def clone(client, source: str, target: str, version: int) -> str:
         client.copy_object(Bucket=BUCKET, Key=f"{target}/{key}",
                            CopySource={"Bucket": BUCKET, "Key": item["Key"]})
     body = client.get_object(Bucket=BUCKET, Key=f"{source}/{MANIFEST}")["Body"].read()
-    manifest = Manifest.model_validate_json(body).model_copy(update={"version": version})
+    manifest = dataclasses.replace(Manifest.from_json(body), version=version)
     client.put_object(Bucket=BUCKET, Key=f"{target}/{MANIFEST}",
-                      Body=manifest.model_dump_json().encode())
+                      Body=manifest.to_json().encode())
     return warm(client, target)
 
 

@@ -112,7 +112,7 @@ def main() -> int:
         f" --settle {args.settle:g}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
         f"({platform.machine()}, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f} at the end). Each model: 1 shard x 1 replica and a Triton "
-        "Deployment scaled to 0, i.e. 2 Deployments, a PDB, 2 Services, a ConfigMap and one "
+        "Deployment scaled to 0, i.e. 2 Deployments, a PDB, 2 Services and one "
         "pod on a KWOK node; one operator process (standalone, one namespace). Ready = every "
         "replica ready. Writes are the operator's own count of API writes "
         f"(recop_kube_writes_total) over {args.settle:g} s after every model was Ready.\n\n"

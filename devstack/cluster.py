@@ -37,6 +37,7 @@ from devstack.common import (
     ManagedProcess,
     cache_dir,
     free_port,
+    pid_alive,
     progress,
     remove_state,
     state_dir,
@@ -129,8 +130,13 @@ def ensure_up() -> ClusterInfo:
 
 
 def down() -> None:
-    """Stop every process of the control plane and remove its state."""
+    """Stop every process of the control plane and remove its state; the real node, if
+    one runs, goes first."""
+    # Imported here: devstack.node builds on this module.
+    from devstack import node
+
     with _lock():
+        node.down()
         _stop_processes()
         remove_state(NAME)
 
@@ -141,7 +147,7 @@ def running() -> ClusterInfo | None:
     info_path = directory / "cluster.json"
     if not info_path.exists():
         return None
-    if any(_pid_alive(directory / f"{component}.pid") is None for component in COMPONENTS):
+    if any(pid_alive(directory / f"{component}.pid") is None for component in COMPONENTS):
         return None
     saved = json.loads(info_path.read_text())
     info = ClusterInfo(Path(saved["kubeconfig"]), saved["server"], Path(saved["kubectl_bin"]),
@@ -158,7 +164,7 @@ def status() -> dict[str, str]:
     directory = _state()
     report = {}
     for component in reversed(COMPONENTS):
-        pid = _pid_alive(directory / f"{component}.pid")
+        pid = pid_alive(directory / f"{component}.pid")
         report[component] = f"running (pid {pid})" if pid else "stopped"
     info = running()
     report["api"] = f"ready at {info.server}" if info else "not ready"
@@ -206,13 +212,6 @@ def _lock() -> Iterator[None]:
         yield
 
 
-def _pid_alive(pid_path: Path) -> int | None:
-    try:
-        pid = int(pid_path.read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
 
 
 def _stop_processes() -> None:
@@ -363,6 +362,11 @@ def _apiserver_args(pki: cluster_pki.Pki, ports: dict[str, int]) -> list[str]:
         f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
         f"--proxy-client-key-file={pki.front_proxy_client.key}",
         "--allow-privileged=true",
+        # The real node (devstack.node) registers under a name no resolver knows; its
+        # kubelet authenticates the API server by this certificate.
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={pki.clients['kube-apiserver-kubelet-client'].cert}",
+        f"--kubelet-client-key={pki.clients['kube-apiserver-kubelet-client'].key}",
         # The reconciler would publish 127.0.0.1 as the endpoint of the `kubernetes`
         # Service, which validation rejects (loopback); nothing here routes to it anyway.
         "--endpoint-reconciler-type=none",

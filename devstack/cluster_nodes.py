@@ -8,9 +8,10 @@ requests) meets the same scheduler decisions as in production.
 
 from __future__ import annotations
 
+from controllers.common.nodes import GPU_NODE_LABEL, GPU_RESOURCE
+
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 POOL_LABEL = "recop.dev/pool"
-GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 
 CPU_NODES = 2
@@ -42,7 +43,7 @@ def _node(name: str, pool: str, cpu: str, memory: str, gpus: int) -> dict:
         # As set by GPU feature discovery on an H100 SXM node.
         labels |= {
             "node.kubernetes.io/instance-type": "gpu-8x-h100",
-            "nvidia.com/gpu.present": "true",
+            GPU_NODE_LABEL: "true",
             "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
             "nvidia.com/gpu.family": "hopper",
             "nvidia.com/gpu.count": str(gpus),

@@ -52,6 +52,14 @@ CLIENTS = {
     # KWOK plays every kubelet: it writes node and pod status, so it gets admin rights
     # rather than one system:node:<name> identity per fake node.
     "recop-kwok": ["system:masters"],
+    # The real node (devstack.node): its kubelet as the Node authorizer knows kubelets,
+    # kube-proxy as the default system:node-proxier binding names it, CoreDNS with a
+    # read-only role of its own.
+    "system:node:recop-node": ["system:nodes"],
+    "system:kube-proxy": [],
+    "recop-coredns": [],
+    # The API server's client certificate towards kubelets (logs, exec, port-forward).
+    "kube-apiserver-kubelet-client": ["system:masters"],
 }
 FRONT_PROXY_CLIENT = "front-proxy-client"
 

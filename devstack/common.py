@@ -126,6 +126,33 @@ class ManagedProcess:
                 self.pid_path.unlink()
 
 
+def pid_alive(pid_path: Path) -> int | None:
+    """The pid a pid file names, if that process still runs."""
+    try:
+        pid = int(pid_path.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def wait_http_ready(url: str, process, name: str, timeout: float) -> None:
+    """Until `url` answers 2xx; on a timeout, stop `process` and raise."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                process.stop()
+                raise TimeoutError(f"{name} not ready in {timeout:.0f}s") from None
+            time.sleep(0.1)
+
+
 def stop_pid_file(pid_path: Path, timeout: float = 10) -> None:
     """Stop the process group recorded in a pid file: TERM, then KILL after `timeout`."""
     try:

@@ -2,9 +2,11 @@
 do (embeddingServer.deployment: External): the model, the Secret with the local S3
 server's keys, and EndpointSlices that register each process.
 
-The API refuses loopback IPs in slices; names under .localhost resolve to loopback
-(RFC 6761, see controllers/modelversion_drivers.resolve), so a local process registers
-as an FQDN endpoint. A slice's ports are its own, so each process gets a slice.
+The API refuses loopback IPs in slices (and an FQDN endpoint needs a dotted name), so
+a local process registers as `<name>.localhost`: gRPC's own resolver (c-ares) maps names
+under .localhost to loopback (RFC 6761), and every client of these endpoints, the
+operator's included, is gRPC, so the operator needs no dev-stack rule for them. A
+slice's ports are its own, so each process gets a slice.
 """
 
 from __future__ import annotations

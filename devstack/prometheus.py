@@ -24,6 +24,7 @@ from devstack.common import (
     remove_state,
     state_dir,
     stop_pid_file,
+    wait_http_ready,
 )
 
 NAME = "prometheus"
@@ -84,16 +85,7 @@ class PrometheusHandle:
     def wait_ready(self, timeout: float) -> None:
         """Until /-/ready says 200: the port opens before the TSDB is loaded, and queries
         in between are answered 503."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5):
-                    return
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    self.process.stop()
-                    raise TimeoutError(f"prometheus not ready in {timeout:.0f}s") from None
-                time.sleep(0.1)
+        wait_http_ready(f"{self.url}/-/ready", self.process, "prometheus", timeout)
 
     def stop(self) -> None:
         self.process.stop()

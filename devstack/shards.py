@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from devstack.common import LOOPBACK, ManagedProcess, free_port, remove_state, state_dir
+from embedding import config as contract
 from embedding.proto import GRPC_OPTIONS
 from embedding.proto import embedding_pb2 as pb
 from embedding.proto import embedding_pb2_grpc as rpc
@@ -33,14 +34,15 @@ class LocalAdminAuth:
     def server_args(self, directory: Path) -> list[str]:
         """Server flags, with the secrets written to owner-only files in `directory`."""
         args = []
-        for flag, name, value in (("--admin-token-file", "admin-token", self.token),
-                                  ("--admin-tls-cert", "admin-tls.crt", self.tls_cert),
-                                  ("--admin-tls-key", "admin-tls.key", self.tls_key)):
+        for option, name, value in (
+                (contract.ADMIN_TOKEN_FILE, "admin-token", self.token),
+                (contract.ADMIN_TLS_CERT, "admin-tls.crt", self.tls_cert),
+                (contract.ADMIN_TLS_KEY, "admin-tls.key", self.tls_key)):
             if value:
                 path = directory / name
                 path.touch(mode=0o600)
                 path.write_bytes(value.encode() if isinstance(value, str) else value)
-                args += [flag, str(path)]
+                args += [option.flag, str(path)]
         return args
 
 
@@ -120,12 +122,14 @@ def start_shard(shard_index: int, shard_count: int, env: dict[str, str] | None =
                 timeout: float = 30, auth: LocalAdminAuth = LocalAdminAuth()) -> ShardProcess:
     lookup, admin, metrics = free_port(), free_port(), free_port()
     name = f"embedding-{lookup}"
-    argv = [sys.executable, "-m", "embedding.server", "--shard-index", str(shard_index),
-            "--shard-count", str(shard_count), "--lookup-port", str(lookup),
-            "--admin-port", str(admin), "--metrics-port", str(metrics),
-            *auth.server_args(state_dir(name)), *extra]
+    argv = [sys.executable, *contract.COMMAND[1:]]
+    for option, value in ((contract.SHARD_INDEX, shard_index),
+                          (contract.SHARD_COUNT, shard_count), (contract.LOOKUP_PORT, lookup),
+                          (contract.ADMIN_PORT, admin), (contract.METRICS_PORT, metrics)):
+        argv += [option.flag, str(value)]
+    argv += [*auth.server_args(state_dir(name)), *extra]
     if kafka_bootstrap:
-        argv += ["--kafka-bootstrap", kafka_bootstrap, "--topic", topic]
+        argv += [contract.KAFKA_BOOTSTRAP.flag, kafka_bootstrap, contract.TOPIC.flag, topic]
     process = ManagedProcess(name, argv, env=env)
     try:
         process.wait_listening(lookup, admin, timeout=timeout, what=f"shard {shard_index}")

@@ -146,8 +146,8 @@ class Stack:
         return proc
 
     def register(self, proc: ShardProcess, ready: bool = True) -> None:
-        """An FQDN slice per server process (the API refuses loopback IPs; names under
-        .localhost resolve to loopback)."""
+        """An FQDN slice per server process (the API refuses loopback IPs; see
+        devstack.external)."""
         apply(self.cluster, shard_slice(
             self.ns, MODEL, proc.shard_index,
             {"lookup": proc.lookup_port, "admin": proc.admin_port},

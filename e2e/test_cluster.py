@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devstack.cluster_nodes import GPU_RESOURCE, GPU_TAINT, POOL_LABEL
+from controllers.common.nodes import GPU_RESOURCE
+from devstack.cluster_nodes import GPU_TAINT, POOL_LABEL
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -104,9 +104,9 @@ def register(cluster, servers, shard: int) -> None:
 
 
 def register_process(cluster, proc, suffix: str = "local") -> None:
-    """An FQDN slice for a shard server process: the API refuses loopback IPs, and names
-    under .localhost resolve to loopback (RFC 6761). A slice's ports are its own, so each
-    process on loopback gets a slice."""
+    """An FQDN slice for a shard server process (the API refuses loopback IPs; see
+    devstack.external). A slice's ports are its own, so each process on loopback gets a
+    slice."""
     apply(cluster, shard_slice(NS, "ranker", proc.shard_index,
                                {"lookup": proc.lookup_port, "admin": proc.admin_port},
                                suffix=suffix))

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from controllers.common import labels as L
+from controllers.common.endpointslices import by_service, ready_endpoints
 from devstack.external import shard_slice
 from e2e.support import OperatorProcess, get_json, wait_for
 
@@ -60,14 +61,8 @@ def pods(cluster, name: str, component: str) -> list[dict]:
 
 def shard_ready(cluster, name: str, shards: int) -> list[int]:
     slices = get_json(cluster, "-n", NS, "endpointslices", "-l", f"{L.MODEL}={name}")["items"]
-    counts = [0] * shards
-    for s in slices:
-        service = s["metadata"]["labels"].get(L.SERVICE_NAME, "")
-        for i in range(shards):
-            if service == L.embedding_name(name, i):
-                counts[i] += sum(1 for e in s.get("endpoints") or []
-                                 if e.get("conditions", {}).get("ready", True))
-    return counts
+    grouped = by_service(slices)
+    return [ready_endpoints(grouped.get(L.embedding_name(name, i), [])) for i in range(shards)]
 
 
 @pytest.fixture(scope="module")

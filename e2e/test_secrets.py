@@ -19,8 +19,9 @@ import pytest
 from kubernetes_asyncio import client as kube_client
 from kubernetes_asyncio import config
 
-from controllers.common.admin_auth import AdminCredentialsError, admin_credentials
+from controllers.common.admin_auth import admin_credentials
 from controllers.common.kube import Kube
+from controllers.common.secrets import SecretError
 from devstack import minio as local_minio
 from devstack.external import external_model, shard_slice
 from devstack.shards import LocalAdminAuth, LocalCluster
@@ -123,7 +124,7 @@ async def _check_admin_credentials(cluster, kube: Kube) -> None:
         bad = spec.model_copy(deep=True)
         bad.embedding_server.admin_auth.token_secret = (
             type(bad.embedding_server.admin_auth.token_secret).model_validate(wrong))
-        with pytest.raises(AdminCredentialsError, match=says) as err:
+        with pytest.raises(SecretError, match=says) as err:
             await admin_credentials(kube, NS, bad)
         assert TOKEN not in str(err.value)
     bare = spec.model_copy(deep=True)

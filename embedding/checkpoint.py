@@ -1,30 +1,40 @@
 """Checkpoint format in S3: a JSON manifest plus raw per-table, per-shard files.
 
-See docs/checkpoint-format.md for the layout. This module holds the manifest schema, the
-writer (numpy arrays -> S3, used by tests, benchmarks and training jobs) and the reader that
-streams one shard's files straight into numpy buffers with ranged GETs in parallel.
+See docs/checkpoint-format.md for the layout; the manifest is embedding/manifest.py. This
+module holds the writer (numpy arrays -> S3, used by tests, benchmarks and training jobs)
+and the reader that streams one shard's files straight into numpy buffers with ranged GETs
+in parallel.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import numpy as np
 import urllib3
 from botocore.exceptions import BotoCoreError
-from pydantic import BaseModel, Field
 
-from embedding.partition import PARTITION_FUNCTION, shard_of
+from embedding.manifest import (
+    FORMAT,
+    MANIFEST,
+    PART_SIZE,
+    DType,
+    FileEntry,
+    Manifest,
+    ShardEntry,
+    TableEntry,
+)
+from embedding.partition import shard_of
 
 # Attempts at one part's ranged read when the connection fails under it.
 PART_ATTEMPTS = 4
+READ_CHUNK = 1 << 20
 
 
 class IncompleteBody(ConnectionError):
@@ -33,64 +43,14 @@ class IncompleteBody(ConnectionError):
 
 TRANSPORT_ERRORS = (BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 
-FORMAT = "recop-embedding/1"
-MANIFEST = "manifest.json"
-# Files are checksummed per part so that parts can be fetched and verified in parallel.
-PART_SIZE = 8 << 20
-
 STORAGE_DTYPES: dict[str, np.dtype] = {
     "fp32": np.dtype("<f4"),
     "fp16": np.dtype("<f2"),
     "int8": np.dtype("i1"),
+    "int4": np.dtype("u1"),  # two values per byte: [rows, int4_row_bytes(dim)]
 }
 ID_DTYPE = np.dtype("<i8")
 SCALE_DTYPE = np.dtype("<f4")
-
-DType = Literal["fp32", "fp16", "int8"]
-
-
-class FileEntry(BaseModel):
-    key: str  # relative to the checkpoint prefix
-    size: int
-    part_size: int = PART_SIZE
-    part_crc32: list[int]
-
-
-class ShardEntry(BaseModel):
-    rows: int  # full: rows in the shard; incremental: upserted rows
-    deleted: int = 0  # incremental only: deleted ids
-    files: dict[str, FileEntry]  # ids, values, scales (int8), deleted (incremental)
-
-
-class TableEntry(BaseModel):
-    dim: int = Field(gt=0)
-    dtype: DType
-    rows: int
-    shards: list[ShardEntry]
-
-
-class Manifest(BaseModel):
-    format: str = FORMAT
-    kind: Literal["full", "incremental"]
-    version: int = Field(gt=0)
-    base_version: int | None = None
-    shard_count: int = Field(gt=0)
-    partition: str = PARTITION_FUNCTION
-    created_at: float
-    tables: dict[str, TableEntry]
-    # The real-time stream this checkpoint already contains: partition -> next offset not
-    # included. A server replays from here, so deltas published after the snapshot (while it
-    # was written, or while a replica was down) are not lost. None: no tie to the stream.
-    stream_topic: str | None = None
-    stream_offsets: dict[int, int] | None = None
-
-    def offsets_on(self, topic: str) -> dict[int, int] | None:
-        """The stream offsets this checkpoint includes of `topic` (None: none known, or
-        they are another topic's, which say nothing about this one)."""
-        return self.stream_offsets if self.stream_topic in (None, topic) else None
-
-    def shard_bytes(self, shard: int) -> int:
-        return sum(f.size for t in self.tables.values() for f in t.shards[shard].files.values())
 
 
 @dataclass(frozen=True)
@@ -122,23 +82,63 @@ def split_uri(uri: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- quantisation
 
 
-def quantize(values: np.ndarray, dtype: DType) -> tuple[np.ndarray, np.ndarray | None]:
-    """fp32 rows -> stored rows (+ per-row fp32 scales for int8: value = q * scale)."""
+class Quantized(NamedTuple):
+    values: np.ndarray  # the stored rows
+    scales: np.ndarray | None  # int8, int4: one fp32 per row
+    bias: np.ndarray | None  # int4: one fp32 per row
+
+
+def quantize(values: np.ndarray, dtype: DType) -> Quantized:
+    """fp32 rows -> stored rows.
+
+    int8: value = q * scale, q in [-127, 127], scale = max |row| / 127; error per element
+    at most scale / 2. int4: two values per byte (the even element in the low nibble),
+    value = q * scale + bias, q in [0, 15], bias = min(row), scale = (max - min) / 15; error
+    per element at most scale / 2 = (max(row) - min(row)) / 30 (plus fp32 rounding).
+    """
     values = np.asarray(values, dtype=np.float32)
     if dtype == "fp32":
-        return np.ascontiguousarray(values), None
+        return Quantized(np.ascontiguousarray(values), None, None)
     if dtype == "fp16":
-        return values.astype(np.float16), None
+        return Quantized(values.astype(np.float16), None, None)
+    if dtype == "int4":
+        return _quantize_int4(values)
     scales = (np.abs(values).max(axis=1) / 127.0).astype(np.float32) if len(values) else \
         np.zeros(0, np.float32)
     safe = np.where(scales > 0, scales, 1.0).astype(np.float32)
     q = np.rint(values / safe[:, None]).clip(-127, 127).astype(np.int8)
-    return q, scales
+    return Quantized(q, scales, None)
 
 
-def dequantize(stored: np.ndarray, scales: np.ndarray | None, out: np.ndarray) -> None:
+def _quantize_int4(values: np.ndarray) -> Quantized:
+    n, dim = values.shape
+    if n == 0:
+        return Quantized(np.zeros((0, int4_row_bytes(dim)), np.uint8),
+                         np.zeros(0, np.float32), np.zeros(0, np.float32))
+    low, high = values.min(axis=1), values.max(axis=1)
+    scales = ((high - low) / np.float32(15)).astype(np.float32)
+    safe = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    q = np.rint((values - low[:, None]) / safe[:, None]).clip(0, 15).astype(np.uint8)
+    if dim % 2:
+        q = np.concatenate([q, np.zeros((n, 1), np.uint8)], axis=1)
+    packed = q[:, 0::2] | (q[:, 1::2] << 4)
+    return Quantized(np.ascontiguousarray(packed), scales, low.astype(np.float32))
+
+
+def int4_row_bytes(dim: int) -> int:
+    return (dim + 1) // 2
+
+
+def dequantize(stored: np.ndarray, scales: np.ndarray | None, out: np.ndarray,
+               bias: np.ndarray | None = None) -> None:
     """Stored rows -> fp32 rows written into `out` (same row count)."""
-    if scales is None:
+    if bias is not None:  # int4
+        q = np.empty((len(stored), 2 * stored.shape[1]), np.float32)
+        q[:, 0::2] = stored & 0x0F
+        q[:, 1::2] = stored >> 4
+        np.multiply(q[:, :out.shape[1]], scales[:, None], out=out)
+        out += bias[:, None]
+    elif scales is None:
         out[...] = stored
     else:
         np.multiply(stored, scales[:, None], out=out)
@@ -168,6 +168,14 @@ class CheckpointWriter:
                                 Key=self.prefix + key, Body=data.tobytes()))
         return entry
 
+    def _put_rows(self, pool: ThreadPoolExecutor, jobs: list, base: str,
+                  stored: Quantized) -> dict[str, FileEntry]:
+        files = {"values": self._put(pool, jobs, f"{base}.values", stored.values)}
+        for kind, array in (("scales", stored.scales), ("bias", stored.bias)):
+            if array is not None:
+                files[kind] = self._put(pool, jobs, f"{base}.{kind}", array)
+        return files
+
     def _split(self, ids: np.ndarray) -> list[np.ndarray]:
         """Row indices of each shard, each sorted by id (the server binary-searches ids)."""
         order = np.argsort(ids, kind="stable")
@@ -190,12 +198,10 @@ class CheckpointWriter:
                 dtype = dtypes.get(name, "fp32")
                 shards = []
                 for s, rows in enumerate(self._split(ids)):
-                    stored, scales = quantize(values[rows], dtype)
+                    stored = quantize(values[rows], dtype)
                     base = f"tables/{name}/shard-{s:05d}-of-{self.shard_count:05d}"
                     files = {"ids": self._put(pool, jobs, f"{base}.ids", ids[rows]),
-                             "values": self._put(pool, jobs, f"{base}.values", stored)}
-                    if scales is not None:
-                        files["scales"] = self._put(pool, jobs, f"{base}.scales", scales)
+                             **self._put_rows(pool, jobs, base, stored)}
                     shards.append(ShardEntry(rows=len(rows), files=files))
                 entries[name] = TableEntry(dim=values.shape[1], dtype=dtype, rows=len(ids),
                                            shards=shards)
@@ -230,14 +236,12 @@ class CheckpointWriter:
                 gone_shards = shard_of(gone, self.shard_count)
                 shards = []
                 for s, rows in enumerate(self._split(ids)):
-                    stored, scales = quantize(values[rows], dtype)
+                    stored = quantize(values[rows], dtype)
                     base = f"tables/{name}/shard-{s:05d}-of-{self.shard_count:05d}"
                     shard_gone = gone[gone_shards == s]
                     files = {"ids": self._put(pool, jobs, f"{base}.ids", ids[rows]),
-                             "values": self._put(pool, jobs, f"{base}.values", stored),
+                             **self._put_rows(pool, jobs, base, stored),
                              "deleted": self._put(pool, jobs, f"{base}.deleted", shard_gone)}
-                    if scales is not None:
-                        files["scales"] = self._put(pool, jobs, f"{base}.scales", scales)
                     shards.append(ShardEntry(rows=len(rows), deleted=len(shard_gone),
                                              files=files))
                 entries[name] = TableEntry(dim=dim, dtype=dtype, rows=len(ids), shards=shards)
@@ -250,7 +254,7 @@ class CheckpointWriter:
 
     def _manifest(self, manifest: Manifest) -> Manifest:
         self.s3.put_object(Bucket=self.bucket, Key=self.prefix + MANIFEST,
-                           Body=manifest.model_dump_json(indent=1).encode(),
+                           Body=manifest.to_json().encode(),
                            ContentType="application/json")
         return manifest
 
@@ -272,7 +276,7 @@ class ChecksumError(RuntimeError):
 def read_manifest(s3, uri: str) -> Manifest:
     bucket, prefix = split_uri(uri)
     body = s3.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read()
-    manifest = Manifest.model_validate(json.loads(body))
+    manifest = Manifest.from_json(body)
     if manifest.format != FORMAT:
         raise ValueError(f"unknown checkpoint format {manifest.format!r}")
     return manifest
@@ -286,6 +290,7 @@ class ShardData:
     values: np.ndarray
     scales: np.ndarray | None
     deleted: np.ndarray | None
+    bias: np.ndarray | None = None  # int4 only
 
 
 class ShardReader:
@@ -317,17 +322,19 @@ class ShardReader:
             for job in jobs:
                 job.result()
         return {name: ShardData(ids=a["ids"], values=a["values"], scales=a.get("scales"),
-                                deleted=a.get("deleted")) for name, a in out.items()}
+                                deleted=a.get("deleted"), bias=a.get("bias"))
+                for name, a in out.items()}
 
     @staticmethod
     def _alloc(kind: str, table: TableEntry, shard: ShardEntry, entry: FileEntry) -> np.ndarray:
         if kind in ("ids", "deleted"):
             rows = shard.deleted if kind == "deleted" else shard.rows
             array = np.empty(rows, ID_DTYPE)
-        elif kind == "scales":
+        elif kind in ("scales", "bias"):
             array = np.empty(shard.rows, SCALE_DTYPE)
         elif kind == "values":
-            array = np.empty((shard.rows, table.dim), STORAGE_DTYPES[table.dtype])
+            width = int4_row_bytes(table.dim) if table.dtype == "int4" else table.dim
+            array = np.empty((shard.rows, width), STORAGE_DTYPES[table.dtype])
         else:
             raise ValueError(f"unknown file kind {kind!r}")
         if array.nbytes != entry.size:
@@ -359,7 +366,10 @@ class ShardReader:
                                   Range=f"bytes={start}-{start + len(view) - 1}")["Body"]
         filled = 0
         while filled < len(view):
-            n = body.readinto(view[filled:])
+            # urllib3's readinto reads into a temporary bytes of the size asked for: 1 MiB
+            # at a time keeps those temporaries small, where a whole 8 MiB part per load
+            # thread stayed resident after the load (bench/RESULTS.md, memory per row).
+            n = body.readinto(view[filled:filled + READ_CHUNK])
             if not n:
                 raise IncompleteBody(f"{entry.key}: body ended at {start + filled}")
             filled += n

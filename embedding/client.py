@@ -3,6 +3,8 @@
 Routes ids to shards with the partition function, fans out one request per shard in
 parallel (gRPC futures, no threads), reassembles rows in request order, fails over between
 replicas of a shard, and guarantees that every row of a result comes from one version.
+Replies are not parsed by protobuf: their rows are read in place from the received bytes
+and written once, dequantised to fp32, into the result (embedding/native.py).
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from embedding.partition import shard_of
+from embedding import native
+from embedding.native import ParsedReply
 from embedding.proto import GRPC_OPTIONS
 from embedding.proto import embedding_pb2 as pb
-from embedding.proto import embedding_pb2_grpc as rpc
-from embedding.store import rows_view
+
+LOOKUP_METHOD = "/recop.embedding.v1.EmbeddingLookup/Lookup"
+# Rows on the wire: fp32 as stored, or half / a quarter of the bytes (int8 adds a scale
+# per row); the result is fp32 either way.
+WIRE_DTYPES = {"fp32": pb.WIRE_FP32, "fp16": pb.WIRE_FP16, "int8": pb.WIRE_INT8}
 
 # Errors after which another replica may answer; others (NOT_FOUND, INVALID_ARGUMENT) are
 # the same on every replica.
@@ -50,7 +56,9 @@ class _Replica:
     def __init__(self, address: str):
         self.address = address
         self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
-        self.stub = rpc.EmbeddingLookupStub(self.channel)
+        # The reply stays bytes (no response deserialiser): see _assemble.
+        self.lookup = self.channel.unary_unary(
+            LOOKUP_METHOD, request_serializer=pb.LookupRequest.SerializeToString)
         self.down_until = 0.0
 
 
@@ -70,10 +78,17 @@ class _Shard:
 
 
 class EmbeddingClient:
-    """`shards[i]` lists the lookup addresses (host:port) of shard i's replicas."""
+    """`shards[i]` lists the lookup addresses (host:port) of shard i's replicas.
+
+    `keep_freed_memory` (default on) keeps freed large buffers in this process's heap
+    (glibc mallopt, process-wide): each lookup receives and returns buffers of the same
+    sizes, and faulting fresh pages in costs more than the copies (embedding/native.py).
+    """
 
     def __init__(self, shards: Sequence[Sequence[str]], timeout: float = 5.0,
-                 down_for: float = 2.0):
+                 down_for: float = 2.0, keep_freed_memory: bool = True):
+        if keep_freed_memory:
+            native.keep_freed_memory()
         self.shards = [_Shard(addresses) for addresses in shards]
         self.timeout = timeout
         self.down_for = down_for
@@ -89,34 +104,39 @@ class EmbeddingClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def lookup(self, tables: Mapping[str, np.ndarray], version: int = 0) -> LookupResult:
+    def lookup(self, tables: Mapping[str, np.ndarray], version: int = 0,
+               wire_dtype: str = "fp32") -> LookupResult:
         """Rows of `tables[name]` ids for every table, all read at one version (the active
-        one unless `version` pins another loaded version)."""
+        one unless `version` pins another loaded version). `wire_dtype` fp16 or int8 asks
+        the servers for compact rows (half or a quarter of the bytes), dequantised here."""
+        wire = WIRE_DTYPES.get(wire_dtype)
+        if wire is None:
+            raise ValueError(f"wire_dtype {wire_dtype!r}: one of {', '.join(WIRE_DTYPES)}")
         routes = self._route(tables)
         requests = {}
         for s in range(len(self.shards)):
-            if any(len(per_shard[s]) for _, per_shard in routes.values()):
-                requests[s] = pb.LookupRequest(version=version, tables=[
-                    pb.TableIds(table=name, ids=ids[per_shard[s]].tobytes())
-                    for name, (ids, per_shard) in routes.items()])
+            if any(len(route.packed[s]) for route in routes.values()):
+                requests[s] = pb.LookupRequest(version=version, wire_dtype=wire, tables=[
+                    pb.TableIds(table=name, ids=route.packed[s])
+                    for name, route in routes.items()])
         replies = self._fan_out(requests)
-        versions = {r.version for r in replies.values()}
+        versions = {r.version for _, r in replies.values()}
         if version == 0 and len(versions) > 1:
             replies = self._one_version(requests, replies, versions)
         return self._assemble(tables, routes, replies)
 
     # ------------------------------------------------------------ internals
 
-    def _route(self, tables: Mapping[str, np.ndarray]):
-        """table -> (ids, [row indices of the ids owned by shard s, for each s])."""
+    def _route(self, tables: Mapping[str, np.ndarray]) -> dict[str, _Route]:
         routes = {}
         for name, ids in tables.items():
-            ids = np.asarray(ids, dtype="<i8")
-            owner = shard_of(ids, len(self.shards))
-            routes[name] = (ids, [np.flatnonzero(owner == s) for s in range(len(self.shards))])
+            ids = np.ascontiguousarray(ids, dtype="<i8")
+            order, starts, packed = native.route(ids, len(self.shards))
+            routes[name] = _Route(len(ids), order, starts, packed)
         return routes
 
-    def _fan_out(self, requests: dict[int, pb.LookupRequest]) -> dict[int, pb.LookupResponse]:
+    def _fan_out(self, requests: dict[int, pb.LookupRequest]
+                 ) -> dict[int, tuple[bytes, ParsedReply]]:
         pending = {s: (self.shards[s].order(), 0) for s in requests}
         futures = {s: self._send(pending[s][0][0], requests[s]) for s in requests}
         replies = {}
@@ -124,7 +144,8 @@ class EmbeddingClient:
             shard, future = futures.popitem()
             replicas, attempt = pending[shard]
             try:
-                replies[shard] = future.result()
+                raw = future.result()
+                replies[shard] = (raw, native.parse_reply(raw))
             except grpc.RpcError as err:
                 if err.code() not in _RETRYABLE:
                     raise
@@ -137,15 +158,15 @@ class EmbeddingClient:
         return replies
 
     def _send(self, replica: _Replica, request: pb.LookupRequest):
-        return replica.stub.Lookup.future(request, timeout=self.timeout)
+        return replica.lookup.future(request, timeout=self.timeout)
 
     def _one_version(self, requests, replies, versions):
         """Shards answered from different versions (a commit is rolling across them):
         re-read the odd ones pinned to the newest version, else all to the oldest one
         (a shard keeps its previous version until the operator drops it)."""
         for target in (max(versions), min(versions)):
-            redo = {s: pb.LookupRequest(version=target, tables=r.tables)
-                    for s, r in requests.items() if replies[s].version != target}
+            redo = {s: pb.LookupRequest(version=target, wire_dtype=r.wire_dtype, tables=r.tables)
+                    for s, r in requests.items() if replies[s][1].version != target}
             try:
                 return {**replies, **self._fan_out(redo)}
             except grpc.RpcError as err:
@@ -154,30 +175,33 @@ class EmbeddingClient:
         raise MixedVersions(f"shards answered versions {sorted(versions)} and share none")
 
     @staticmethod
-    def _assemble(tables, routes, replies) -> LookupResult:
+    def _assemble(tables, routes: dict[str, _Route], replies) -> LookupResult:
         out: dict[str, np.ndarray] = {}
         missing = dict.fromkeys(tables, 0)
         version = 0
-        for shard, reply in replies.items():
+        for shard, (raw, reply) in replies.items():
             version = reply.version
-            flat = np.frombuffer(reply.values, np.float32)
-            offset = 0
-            for item in reply.tables:
-                rows = flat[offset:offset + item.rows * item.dim].reshape(item.rows, item.dim)
-                offset += rows.size
-                ids, per_shard = routes[item.table]
+            for i, item in enumerate(reply.tables):
+                route = routes[item.table]
                 if item.table not in out:
                     # Every id routes to exactly one shard, so every row gets written.
-                    out[item.table] = np.empty((len(ids), item.dim), np.float32)
-                _scatter_rows(out[item.table], per_shard[shard], rows)
+                    out[item.table] = np.empty((route.size, item.dim), np.float32)
+                native.scatter_rows(out[item.table], route.rows_of(shard), raw, reply, i)
                 missing[item.table] += item.missing
-        for name, (ids, _) in routes.items():
+        for name, route in routes.items():
             # A table none of whose ids reached a server (empty id list).
-            out.setdefault(name, np.zeros((len(ids), 0), np.float32))
+            out.setdefault(name, np.zeros((route.size, 0), np.float32))
         return LookupResult(version=version, values=out, missing=missing)
 
 
-def _scatter_rows(out: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
-    """out[index] = rows, copying whole rows (see rows_view)."""
-    if len(index):
-        np.put(rows_view(out), index, rows_view(np.ascontiguousarray(rows)))
+@dataclass(frozen=True)
+class _Route:
+    """One table's ids split by shard (embedding/native.py `route`)."""
+
+    size: int
+    order: np.ndarray  # request positions grouped by shard
+    starts: list[int]  # shard s's positions are order[starts[s]:starts[s + 1]]
+    packed: list[bytes]  # shard s's ids, packed little-endian int64
+
+    def rows_of(self, shard: int) -> np.ndarray:
+        return self.order[self.starts[shard]:self.starts[shard + 1]]

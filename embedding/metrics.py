@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from devstack.common import LOOPBACK
-
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _FRESHNESS_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
@@ -26,6 +24,10 @@ class ServerMetrics:
         self.lookup_missing = Counter(
             "recop_embedding_lookup_missing_keys", "Ids looked up but not found", ["shard"],
             registry=r).labels(**labels)
+        # Exported as recop_embedding_lookup_errors_total; `code` is the gRPC status name.
+        self.lookup_errors = Counter(
+            "recop_embedding_lookup_errors", "Lookups refused, by gRPC status code",
+            ["shard", "code"], registry=r)
         self.active_version = Gauge(
             "recop_embedding_active_version", "Version serving unpinned reads", ["shard"],
             registry=r).labels(**labels)
@@ -51,10 +53,12 @@ class ServerMetrics:
         self.realtime_freshness = Histogram(
             "recop_embedding_realtime_freshness_seconds", "Publish-to-visible time of deltas",
             ["shard"], buckets=_FRESHNESS_BUCKETS, registry=r).labels(**labels)
-        self._shard = str(shard_index)
+        self.shard = str(shard_index)
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr=LOOPBACK, registry=self.registry)
+    def serve(self, port: int, host: str) -> None:
+        """/metrics on the server's own bind address: loopback when started by hand, every
+        interface in a pod, where Prometheus scrapes the pod IP."""
+        start_http_server(port, addr=host, registry=self.registry)
 
     def set_versions(self, active: int, versions) -> None:
         """Refresh the per-version gauges from the store (cheap: a few versions)."""
@@ -62,6 +66,6 @@ class ServerMetrics:
         self.load_progress.clear()
         self.table_bytes.clear()
         for v in versions:
-            self.load_progress.labels(self._shard, str(v.number)).set(v.progress)
+            self.load_progress.labels(self.shard, str(v.number)).set(v.progress)
             for table, nbytes in v.memory_by_table.items():
-                self.table_bytes.labels(self._shard, table, str(v.number)).set(nbytes)
+                self.table_bytes.labels(self.shard, table, str(v.number)).set(nbytes)

@@ -12,12 +12,7 @@ Two topic layouts work:
   each server reads every partition and keeps the ids of its shard.
 There is no consumer group: replicas are interchangeable and each needs all its deltas.
 
-Stream positions: every version that takes deltas remembers, per partition, the next offset
-it has not absorbed, and takes a record only at or past it. A version loaded from a
-checkpoint that names the offsets it includes starts there; when that is behind what the
-consumer has fetched, the consumer seeks back and replays, and versions already past a
-replayed record skip it. So a replica restarted (or a version loaded) mid-stream ends with
-every delta published since its checkpoint, and no row of a version ever goes back.
+Stream positions (what each version has absorbed): embedding/stream_positions.py.
 """
 
 from __future__ import annotations
@@ -27,16 +22,25 @@ import collections
 import logging
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
-from embedding.checkpoint import ShardData, quantize
+from embedding.config import StreamAuth
 from embedding.metrics import ServerMetrics
 from embedding.partition import shard_of
-from embedding.store import Overlay, ShardStore, Snapshot, Table, Version
+from embedding.store import ShardStore, Version
+from embedding.stream_positions import (
+    Entry,
+    Position,
+    adopted,
+    advanced,
+    apply_records,
+    fits,
+    rewind_to,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +48,6 @@ MAGIC = b"RCD1"
 OP_UPSERT = 1
 OP_DELETE = 2
 _HEADER = struct.Struct("<4sBBHI")
-# Above this many overlay rows a table's overlay is merged into its base arrays, so that
-# copy-on-write of the overlay stays cheap.
-COMPACT_ROWS = 1 << 18
 
 
 class MalformedDelta(ValueError):
@@ -120,138 +121,19 @@ def decode(payload: bytes | None) -> Delta:
     return Delta(table, ids, values)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One record of the topic: where it sits and its delta (None when malformed, which
-    still moves positions past it)."""
-
-    partition: int
-    offset: int
-    delta: Delta | None
-
-
-Position = dict[int, int]  # partition -> next offset not yet absorbed
-
-
-def taken(position: Position, fetched_from: Position, entries: list[Entry]) -> list[Entry]:
-    """The records of a batch read from `fetched_from` that a version at `position` absorbs:
-    those at or past its position, on partitions where it is not behind the batch's start
-    (there it lacks records before the batch, and waits for their replay)."""
-    return [e for e in entries
-            if fetched_from.get(e.partition, 0) <= position.get(e.partition, 0) <= e.offset]
-
-
-def advanced(position: Position, entries: list[Entry]) -> Position:
-    """The position past `entries`; it never moves back."""
-    out = dict(position)
-    for entry in entries:
-        out[entry.partition] = max(out.get(entry.partition, 0), entry.offset + 1)
-    return out
-
-
-def adopted(position: Position | None, fetch: Position) -> Position:
-    """A version's position on every partition read: where it names none, the consumer's
-    (it takes deltas from now on, as a version loaded without stream offsets does)."""
-    return {**fetch, **(position or {})}
-
-
-def rewind_to(fetch: Position, positions: list[Position]) -> Position:
-    """Partitions the consumer must seek back on, and to where: the oldest offset some
-    version has yet to absorb, where that is behind the consumer's fetch position."""
-    out = {}
-    for partition, at in fetch.items():
-        oldest = min((p[partition] for p in positions if partition in p), default=at)
-        if oldest < at:
-            out[partition] = oldest
-    return out
-
-
-def apply_records(store: ShardStore, entries: list[Entry],
-                  fetched_from: Position) -> set[tuple[int, int]]:
-    """Apply a batch (in order; read from offsets `fetched_from`) to every version that
-    takes real-time updates, each the records it has yet to absorb (`taken`); returns
-    (partition, offset) of the records that some version absorbed. A version new to the
-    stream (no position yet) starts at the batch.
-
-    Each version gets one new snapshot per call: readers see all of its part or none.
-    """
-    absorbed = set()
-    for version in store.realtime_targets():
-        position = adopted(version.stream_offsets, fetched_from)
-        mine = taken(position, fetched_from, entries)
-        deltas = [e for e in mine if e.delta is not None]
-        _apply_to_version(store, version, [e.delta for e in deltas])
-        version.stream_offsets = advanced(position, mine)
-        absorbed.update((e.partition, e.offset) for e in deltas)
-    return absorbed
-
-
-def _apply_to_version(store: ShardStore, version: Version, deltas: list[Delta]) -> None:
-    snap = version.snapshot
-    by_table: dict[str, list[Delta]] = collections.defaultdict(list)
-    for delta in deltas:
-        if _fits(snap.tables, delta):
-            by_table[delta.table].append(delta)
-    if not by_table:
-        return
-    tables = dict(snap.tables)
-    overlays = dict(snap.overlays)
-    for name, items in by_table.items():
-        dim = tables[name].dim
-        ids = np.concatenate([d.ids for d in items])
-        values = np.concatenate([d.values if d.values is not None
-                                 else np.zeros((len(d.ids), dim), np.float32) for d in items])
-        deleted = np.concatenate([np.full(len(d.ids), d.values is None) for d in items])
-        mine = shard_of(ids, store.shard_count) == store.shard_index
-        if not mine.any():
-            continue
-        overlay = overlays[name].updated(ids[mine], values[mine], deleted[mine])
-        if len(overlay.ids) > COMPACT_ROWS:
-            tables[name], overlay = _compact(tables[name], overlay)
-        overlays[name] = overlay
-    version.snapshot = Snapshot(snap.version, tables, overlays)
-
-
-def _fits(tables: dict[str, Table], delta: Delta) -> bool:
-    table = tables.get(delta.table)
-    return table is not None and (delta.values is None or delta.dim == table.dim)
-
-
-def _compact(table: Table, overlay: Overlay) -> tuple[Table, Overlay]:
-    """Fold an overlay into its table's base arrays (same version, new arrays)."""
-    live = ~overlay.deleted
-    stored, scales = quantize(overlay.values[live], table.dtype)
-    merged = table.merged(ShardData(ids=overlay.ids[live], values=stored, scales=scales,
-                                    deleted=overlay.ids[overlay.deleted]))
-    return merged, Overlay.empty(table.dim)
-
-
-@dataclass(frozen=True)
-class KafkaAuth:
-    """SASL credentials for the brokers."""
-
-    security_protocol: str  # SASL_SSL or SASL_PLAINTEXT
-    mechanism: str
-    username: str
-    # Kept out of repr, so that no log line or traceback that shows the config shows it.
-    password: str = field(repr=False)
-
-    def consumer_options(self) -> dict:
-        # SASL_SSL verifies the brokers against the system CAs.
-        tls = create_ssl_context() if self.security_protocol == "SASL_SSL" else None
-        return {"security_protocol": self.security_protocol, "ssl_context": tls,
-                "sasl_mechanism": self.mechanism, "sasl_plain_username": self.username,
-                "sasl_plain_password": self.password}
-
-    def describe(self) -> str:
-        return f"{self.security_protocol} {self.mechanism} as {self.username!r}"
+def _sasl_options(auth: StreamAuth) -> dict:
+    # SASL_SSL verifies the brokers against the system CAs.
+    tls = create_ssl_context() if auth.security_protocol == "SASL_SSL" else None
+    return {"security_protocol": auth.security_protocol, "ssl_context": tls,
+            "sasl_mechanism": auth.mechanism, "sasl_plain_username": auth.username,
+            "sasl_plain_password": auth.password}
 
 
 class RealtimeConsumer:
     """Consumes the delta topic and applies batches in order, off the event loop."""
 
     def __init__(self, store: ShardStore, metrics: ServerMetrics, bootstrap: str, topic: str,
-                 start: str = "latest", auth: KafkaAuth | None = None):
+                 start: str = "latest", auth: StreamAuth | None = None):
         self.store = store
         self.metrics = metrics
         self.bootstrap = bootstrap
@@ -283,7 +165,7 @@ class RealtimeConsumer:
             # The broker answers a waiting fetch as soon as a delta arrives, so a long wait
             # costs no freshness and saves idle round trips on a busy machine.
             fetch_max_wait_ms=100,
-            **(self.auth.consumer_options() if self.auth else {}),
+            **(_sasl_options(self.auth) if self.auth else {}),
         )
         log.info("real-time consumer: %s, %s", self.bootstrap,
                  self.auth.describe() if self.auth else "PLAINTEXT")
@@ -402,7 +284,7 @@ class RealtimeConsumer:
             return entries  # nothing active yet: ready versions still take them
         out = []
         for entry in entries:
-            if entry.delta is not None and not _fits(tables, entry.delta):
+            if entry.delta is not None and not fits(tables, entry.delta):
                 if self._first_seen(entry.partition, entry.offset):
                     self._malformed()
                 entry = Entry(entry.partition, entry.offset, None)

@@ -4,7 +4,7 @@ Why immutable: a reader takes one `Snapshot` (a version's tables and overlays, r
 one attribute) and serves every table of a request from it, so it can never mix versions;
 loads and incremental merges build new arrays beside the old ones and publish them with a
 single reference assignment, so readers are never blocked. Real-time deltas go into a small
-sorted overlay that is replaced copy-on-write per applied batch.
+overlay (with its own hash index) that is replaced copy-on-write per applied batch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedding.checkpoint import ShardData, dequantize
+from embedding import native
+from embedding.checkpoint import ShardData
+from embedding.native import Index
 
 
 class State(enum.Enum):
@@ -39,52 +41,57 @@ def rows_view(array: np.ndarray) -> np.ndarray:
     return array.view(np.dtype((np.void, array.shape[1] * array.itemsize))).reshape(-1)
 
 
-def _sorted_positions(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position, found) of every query id in the sorted unique `keys`."""
-    if len(keys) == 0:
-        return np.zeros(len(query), np.int64), np.zeros(len(query), bool)
-    # numpy's binary search reuses the previous bound when needles ascend: searching the
-    # sorted query is ~6x faster than searching it in request order (cache misses).
-    order = np.argsort(query)
-    pos = np.empty(len(query), np.int64)
-    pos[order] = np.searchsorted(keys, query[order])
-    np.minimum(pos, len(keys) - 1, out=pos)
-    return pos, keys[pos] == query
+def _per_row(base: np.ndarray | None, keep, from_base, slots, upserted) -> np.ndarray | None:
+    """A per-row array (scales, bias) of a merged table, laid out as its rows are."""
+    if base is None:
+        return None
+    out = np.empty(len(from_base), np.float32)
+    out[from_base] = base[keep]
+    out[slots] = upserted
+    return out
 
 
 @dataclass(frozen=True)
 class Table:
-    """One table's rows on this shard: ids sorted ascending, values in the stored dtype."""
+    """One table's rows on this shard: ids sorted ascending (as the checkpoint has them),
+    values in the stored dtype, and the hash index that finds a row by id."""
 
     name: str
     dim: int
     dtype: str
     ids: np.ndarray
     values: np.ndarray
-    scales: np.ndarray | None = None  # int8 only: per-row scale
+    scales: np.ndarray | None = None  # int8, int4: per-row scale
+    bias: np.ndarray | None = None  # int4: per-row bias (the row's minimum)
+    # Built from `ids` unless given: versions that share the id array share the index.
+    index: Index = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if self.index is None:
+            object.__setattr__(self, "index", Index(self.ids))
 
     @classmethod
     def from_shard(cls, name: str, dim: int, dtype: str, data: ShardData) -> Table:
         if len(data.ids) > 1 and not np.all(data.ids[1:] > data.ids[:-1]):
             raise ValueError(f"table {name}: shard ids not strictly ascending")
-        return cls(name, dim, dtype, data.ids, data.values, data.scales)
+        return cls(name, dim, dtype, data.ids, data.values, data.scales, data.bias)
 
     @property
     def nbytes(self) -> int:
-        return self.ids.nbytes + self.values.nbytes + (
-            self.scales.nbytes if self.scales is not None else 0)
+        return sum(a.nbytes for a in (self.ids, self.values, self.scales, self.bias)
+                   if a is not None) + self.index.nbytes
 
     def gather(self, query: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Write fp32 rows of `query` into `out` (zeros where missing); return found mask."""
-        pos, found = _sorted_positions(self.ids, query)
-        if self.dtype == "fp32" and len(self.ids):
-            np.take(rows_view(self.values), pos, out=rows_view(out))
-        elif len(self.ids):
-            scales = self.scales[pos] if self.scales is not None else None
-            dequantize(self.values[pos], scales, out)
-        if not found.all():
-            out[~found] = 0.0
-        return found
+        """fp32 rows of `query` into `out` (zeros where missing); returns the found mask."""
+        pos, _ = self.index.positions(query)
+        raw = native.reply_bytes(0, [(self.name, self.dim, len(pos), 0)], native.FP32,
+                                 [self.job(pos, 0, 0)])
+        native.scatter_rows(out, np.arange(len(pos)), raw, native.parse_reply(raw), 0)
+        return pos >= 0
+
+    def job(self, positions: np.ndarray, values_offset: int, row_offset: int) -> native.Job:
+        return native.job(self.values, native.STORAGE_CODES[self.dtype], self.scales,
+                          self.bias, positions, self.dim, values_offset, row_offset)
 
     def merged(self, data: ShardData) -> Table:
         """A new table: this one minus deleted and upserted ids, plus the upserted rows.
@@ -93,7 +100,8 @@ class Table:
         """
         removed = np.concatenate([data.ids, data.deleted if data.deleted is not None
                                   else np.zeros(0, np.int64)])
-        pos, hit = _sorted_positions(self.ids, removed)
+        pos, _ = self.index.positions(removed)
+        hit = pos >= 0
         if hit.all() and len(removed) == len(data.ids):
             return self._rows_replaced(pos, data)
         keep = np.ones(len(self.ids), bool)
@@ -107,51 +115,62 @@ class Table:
         ids = np.empty(total, np.int64)
         ids[from_base] = kept_ids
         ids[slots] = data.ids
-        values = np.empty((total, self.dim), self.values.dtype)
+        values = np.empty((total, self.values.shape[1]), self.values.dtype)
         rows_view(values)[from_base] = rows_view(self.values)[keep]
         rows_view(values)[slots] = rows_view(np.ascontiguousarray(data.values))
-        scales = None
-        if self.scales is not None:
-            scales = np.empty(total, np.float32)
-            scales[from_base] = self.scales[keep]
-            scales[slots] = data.scales
-        return Table(self.name, self.dim, self.dtype, ids, values, scales)
+        return Table(self.name, self.dim, self.dtype, ids, values,
+                     _per_row(self.scales, keep, from_base, slots, data.scales),
+                     _per_row(self.bias, keep, from_base, slots, data.bias))
 
     def _rows_replaced(self, pos: np.ndarray, data: ShardData) -> Table:
-        """The common case of an incremental, only existing rows changed: the id array is
-        shared with this version and the rows are one copy plus a scatter (no masks)."""
+        """The common case of an incremental, only existing rows changed: the id array and
+        its index are shared with this version and the rows are one copy plus a scatter."""
         values = self.values.copy()
         rows_view(values)[pos] = rows_view(np.ascontiguousarray(data.values))
-        scales = None
-        if self.scales is not None:
-            scales = self.scales.copy()
-            scales[pos] = data.scales
-        return Table(self.name, self.dim, self.dtype, self.ids, values, scales)
+        per_row = []
+        for base, new in ((self.scales, data.scales), (self.bias, data.bias)):
+            if base is not None:
+                base = base.copy()
+                base[pos] = new
+            per_row.append(base)
+        return Table(self.name, self.dim, self.dtype, self.ids, values, *per_row,
+                     index=self.index)
 
 
 @dataclass(frozen=True)
 class Overlay:
-    """Real-time rows of one table on top of a version: sorted ids, fp32 rows, tombstones."""
+    """Real-time rows of one table on top of a version: ids, fp32 rows, tombstones."""
 
     ids: np.ndarray
     values: np.ndarray
     deleted: np.ndarray
+    index: Index = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "index", Index(self.ids))
 
     @classmethod
     def empty(cls, dim: int) -> Overlay:
         return cls(np.zeros(0, np.int64), np.zeros((0, dim), np.float32), np.zeros(0, bool))
 
-    def apply(self, out: np.ndarray, query: np.ndarray, found: np.ndarray) -> None:
+    def job(self, query: np.ndarray, base: np.ndarray, values_offset: int,
+            row_offset: int) -> tuple[native.Job | None, int]:
+        """The rows this overlay changes in a reply whose base positions are `base` (absent
+        ids -1): (a job writing them over the base rows, or None; ids missing in all)."""
+        missing = int(np.count_nonzero(base < 0))
         if not len(self.ids):
-            return
-        pos, hit = _sorted_positions(self.ids, query)
-        rows = pos[hit]
-        rows_view(out)[hit] = rows_view(self.values)[rows]
-        gone = self.deleted[rows]
-        found[hit] = ~gone
-        if gone.any():
-            idx = np.flatnonzero(hit)[gone]
-            out[idx] = 0.0
+            return None, missing
+        pos, _ = self.index.positions(query)
+        hit = pos >= 0
+        if not hit.any():
+            return None, missing
+        gone = np.zeros(len(query), bool)
+        gone[hit] = self.deleted[pos[hit]]
+        missing = int(np.count_nonzero((base < 0) & ~hit) + np.count_nonzero(gone))
+        pos[gone] = -1  # a tombstone: zeros, counted missing
+        pos[~hit] = -2  # not in the overlay: the base row stands
+        return native.job(self.values, native.FP32, None, None, pos, self.values.shape[1],
+                          values_offset, row_offset), missing
 
     def updated(self, ids: np.ndarray, values: np.ndarray, deleted: np.ndarray) -> Overlay:
         """A new overlay with these deltas applied in order (a later delta of an id wins)."""
@@ -172,16 +191,38 @@ class Snapshot:
     tables: dict[str, Table]
     overlays: dict[str, Overlay]
 
+    def reply(self, queries: list[tuple[str, np.ndarray]], wire: int) -> Reply:
+        """The serialised LookupResponse for (table, ids) pairs, rows in `wire` dtype."""
+        tables, jobs = [], []
+        values_offset = row_offset = 0
+        for name, query in queries:
+            table = self.tables.get(name)
+            if table is None:
+                raise KeyError(name)
+            base, _ = table.index.positions(query)
+            jobs.append(table.job(base, values_offset, row_offset))
+            extra, missing = self.overlays[name].job(query, base, values_offset, row_offset)
+            if extra is not None:
+                jobs.append(extra)
+            tables.append((name, table.dim, len(query), missing))
+            values_offset += len(query) * table.dim * native.WIRE_BYTES[wire]
+            row_offset += len(query)
+        return Reply(native.reply_bytes(self.version, tables, wire, jobs),
+                     sum(t[2] for t in tables), sum(t[3] for t in tables))
+
     def lookup(self, name: str, query: np.ndarray, out: np.ndarray) -> int:
-        """Rows of `query` into `out`; returns the number of missing ids."""
-        table = self.tables.get(name)
-        if table is None:
-            raise KeyError(name)
-        found = table.gather(query, out)
-        overlay = self.overlays.get(name)
-        if overlay is not None:
-            overlay.apply(out, query, found)
-        return int(len(found) - np.count_nonzero(found))
+        """fp32 rows of `query` into `out`; returns the number of missing ids."""
+        raw = self.reply([(name, np.asarray(query, np.int64))], native.FP32).data
+        parsed = native.parse_reply(raw)
+        native.scatter_rows(out, np.arange(len(query)), raw, parsed, 0)
+        return parsed.tables[0].missing
+
+
+@dataclass(frozen=True)
+class Reply:
+    data: bytes  # a serialised LookupResponse
+    keys: int
+    missing: int
 
 
 @dataclass

@@ -1,12 +1,12 @@
-"""`recop`: run the operator, print the CRDs. The local default is `recop-dev` (devstack)."""
+"""`recop`: run the operator, print the CRDs, import checkpoints. The local default is
+`recop-dev` (devstack)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import logging
 import sys
-import zlib
 
 from recop import crdgen
 from recop.api import RESOURCES
@@ -14,29 +14,31 @@ from recop.api import RESOURCES
 
 def _operator(args: argparse.Namespace) -> int:
     import kopf
+    from prometheus_client import start_http_server
 
     import recop_operator.main  # noqa: F401  (registers handlers and settings)
+    from controllers.common.settings import MEMO_KEY
+    from recop_operator import settings
 
-    if args.prometheus_url:
-        # Read by controllers/modelversion_drivers for the rollback policy's queries.
-        os.environ["RECOP_PROMETHEUS_URL"] = args.prometheus_url
-
+    config = settings.load(prometheus_url=args.prometheus_url)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr=config.metrics_addr)
+        logging.getLogger("recop").info("metrics on :%d/metrics", config.metrics_port)
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace, namespaces=args.namespace or (),
         standalone=args.standalone, liveness_endpoint=args.liveness,
-        priority=args.priority if args.priority is not None else _pod_priority()))
+        priority=args.priority if args.priority is not None else config.pod_priority,
+        # Kopf copies this memo into every resource's: how handlers get the settings.
+        memo=kopf.Memo({MEMO_KEY: config.controllers})))
     return 0
 
 
-def _pod_priority() -> int:
-    """Distinct peering priorities for replicas of one Deployment.
+def _checkpoint_import(argv: list[str]) -> int:
+    # Lazily: the importers' libraries (pyarrow, safetensors, torch) are optional extras.
+    from embedding.importers.__main__ import main as import_main
 
-    Kopf pauses every operator that sees a peer with its own priority, so identical
-    replicas would all stand still; a priority from the pod name lets exactly one act
-    and another take over when its peering record expires.
-    """
-    return zlib.crc32(os.environ.get("POD_NAME", "").encode()) % 10_000 + 1
+    return import_main(argv)
 
 
 def _crds(_: argparse.Namespace) -> int:
@@ -59,10 +61,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="json: one structured object per line, for log pipelines")
     op.add_argument("--verbose", action="store_true", help="debug-level logs")
     op.add_argument("--prometheus-url", default=None,
-                    help="Prometheus the rollback policies query (else $RECOP_PROMETHEUS_URL)")
+                    help="Prometheus the rollback policies and ABTests query "
+                         "(else $RECOP_PROMETHEUS_URL)")
     op.set_defaults(func=_operator)
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     crds.set_defaults(func=_crds)
+    checkpoint = sub.add_parser("checkpoint", help="checkpoints in S3")
+    checkpoint_sub = checkpoint.add_subparsers(dest="action", required=True)
+    checkpoint_sub.add_parser(
+        "import", add_help=False,
+        help="convert safetensors, Parquet, .npz or PyTorch state dicts into a checkpoint "
+             "(`recop checkpoint import --help`; needs the `import` extra)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["checkpoint", "import"]:
+        # The importer parses its own arguments (its --help included).
+        return _checkpoint_import(argv[2:])
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,15 +1,14 @@
 """RecOp's Kopf entry point: settings and wiring; the handlers live in controllers/.
 
-Run with `recop operator` (or `kopf run -m recop_operator.main`).
+Run with `recop operator` (operator/cli.py), which reads the settings
+(operator/settings.py), serves the metrics and hands the settings to the handlers.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 import kopf
-from prometheus_client import start_http_server
 
 import controllers.abtest.handlers  # registers the ABTest handlers
 import controllers.modelversion.handlers  # registers the ModelVersion handlers
@@ -20,7 +19,7 @@ PREFIX = "recop.dev"
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, logger, **_):
+async def configure(settings: kopf.OperatorSettings, **_):
     # The CRD schemas are structural, so the API server prunes any status field they
     # do not declare: Kopf's own progress and diff-base go to annotations instead.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
@@ -32,10 +31,6 @@ async def configure(settings: kopf.OperatorSettings, logger, **_):
     settings.peering.mandatory = False
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
-    port = int(os.environ.get("RECOP_METRICS_PORT", "8080"))
-    if port:
-        start_http_server(port, addr=os.environ.get("RECOP_METRICS_ADDR", "0.0.0.0"))
-        logger.info("metrics on :%d/metrics", port)
 
 
 @kopf.on.cleanup()

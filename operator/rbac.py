@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from recop.api import ABTEST, GROUP, MODELVERSION, RECMODEL
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -33,18 +35,19 @@ class Rule:
 OWNED = ("get", "list", "watch", "create", "patch", "delete")
 
 RULES: tuple[Rule, ...] = (
-    Rule("serving.recop.dev", ("recmodels",), ("get", "list", "watch", "patch"),
+    Rule(GROUP, (RECMODEL.plural,), ("get", "list", "watch", "patch"),
          "Kopf watches RecModels and patches their annotations (progress, diff-base); "
          "controllers/recmodel.reconcile re-reads the model it reconciles"),
-    Rule("serving.recop.dev", ("recmodels/status",), ("patch",),
+    Rule(GROUP, (f"{RECMODEL.plural}/status",), ("patch",),
          "controllers/recmodel._report and the ModelVersion controller apply their parts of "
          "the status subresource (server-side apply is a PATCH)"),
     # Marked ahead only because e2e/test_helm applies no ModelVersion or ABTest; their own
     # e2e tests (e2e/test_modelversion, e2e/test_abtest) exercise them.
-    Rule("serving.recop.dev", ("modelversions", "abtests"), ("get", "list", "watch", "patch"),
+    Rule(GROUP, (MODELVERSION.plural, ABTEST.plural), ("get", "list", "watch", "patch"),
          "controllers/modelversion and controllers/abtest: Kopf watches and annotates them; "
-         "the RecModel controller lists ABTests for placement overrides", ahead=True),
-    Rule("serving.recop.dev", ("modelversions/status", "abtests/status"), ("patch",),
+         "the RecModel controller watches ABTests too (an index of their placements)",
+         ahead=True),
+    Rule(GROUP, (f"{MODELVERSION.plural}/status", f"{ABTEST.plural}/status"), ("patch",),
          "the ModelVersion and ABTest controllers report status", ahead=True),
     # The objects a RecModel is served by (controllers/recmodel.OWNED_KINDS): Kopf watches
     # them (controllers/recmodel._on_child), _apply reads one to see whether it drifted
@@ -52,14 +55,18 @@ RULES: tuple[Rule, ...] = (
     # objects and deletes those a new spec no longer wants.
     Rule("apps", ("deployments",), OWNED, "RecModel children: embedding servers, Triton"),
     Rule("policy", ("poddisruptionbudgets",), OWNED, "RecModel children: one per shard"),
-    Rule("", ("services", "configmaps"), OWNED,
-         "RecModel children: shard and Triton Services, Triton's config.pbtxt"),
+    Rule("", ("services",), OWNED, "RecModel children: shard and Triton Services"),
+    # No ConfigMap is built any more (Triton reads its config from each load): list, watch
+    # and delete only prune the ones older operators created.
+    Rule("", ("configmaps",), ("list", "watch", "delete"),
+         "RecModel children of older operators (Triton's config.pbtxt), pruned"),
     Rule("networking.k8s.io", ("networkpolicies",), OWNED,
          "RecModel children: the embedding servers' admin port only from the operator"),
     Rule("discovery.k8s.io", ("endpointslices",), ("list", "watch"),
          "status from discovery: Kopf watches slices, reconcile lists a model's slices"),
     Rule("", ("nodes",), ("list",),
-         "controllers/recmodel._reconcile lists nodes for the fit checks (controllers/fit)"),
+         "controllers/recmodel._reconcile lists nodes for the fit checks "
+         "(controllers/common/fit)"),
     Rule("", ("events",), ("create",),
          "kopf.info/kopf.warn post Events (Applied, CannotPlace, Ready, ...)"),
     Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"),
@@ -69,9 +76,9 @@ RULES: tuple[Rule, ...] = (
     Rule("kopf.dev", ("clusterkopfpeerings/status",), ("patch",),
          "Kopf peering: keep-alives go to the status subresource (charts/recop/crds)"),
     Rule("", ("secrets",), ("get",),
-         "controllers/modelversion_drivers reads the S3 credentials a RecModel names "
-         "(storage.accessKeyId/secretAccessKey), controllers/admin_auth its admin token and "
-         "TLS CA (embeddingServer.adminAuth); get only, never list or watch. Ahead for "
+         "controllers/common/secrets reads the Secrets a RecModel names: the S3 credentials "
+         "(storage.accessKeyId/secretAccessKey), the admin token and TLS CA "
+         "(embeddingServer.adminAuth); get only, never list or watch. Ahead for "
          "the same reason as modelversions", ahead=True),
     Rule("gateway.networking.k8s.io", ("httproutes", "grpcroutes"), ("get", "create", "patch"),
          "controllers/abtest._reconcile reads each test's routes to see whether they "

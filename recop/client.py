@@ -1,11 +1,10 @@
 """Client side of an ABTest's user-sticky split: which arm a user belongs to, as the
-header the test's routes match (controllers/abtest_routes.ARM_HEADER)."""
+header the test's routes match (recop.api.abtest.ARM_HEADER)."""
 
 from __future__ import annotations
 
 from costmodel import assign_arm
-
-ARM_HEADER = "x-recop-arm"
+from recop.api.abtest import ARM_HEADER
 
 
 def arm_for_user(user_id: str, abtest: dict) -> str:

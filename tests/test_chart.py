@@ -26,7 +26,7 @@ CHART = REPO / "charts" / "recop"
 SCHEMA_VERSION = cluster_build.KUBERNETES_VERSION.lstrip("v").rsplit(".", 1)[0] + ".0"
 NAMESPACE = "recop-system"
 # Kinds kubernetes-validate has no schema for; the chart renders no others.
-CUSTOM_KINDS = {"ClusterKopfPeering", "ServiceMonitor"}
+CUSTOM_KINDS = {"ClusterKopfPeering", "ServiceMonitor", "PrometheusRule"}
 # Everything optional switched on, so every branch of the templates is validated.
 ALL_ON = ["--set", "metrics.serviceMonitor.enabled=true",
           "--set", "metrics.serviceMonitor.labels.release=prometheus",
@@ -38,7 +38,9 @@ ALL_ON = ["--set", "metrics.serviceMonitor.enabled=true",
           "--set", "podAnnotations.a=b,podLabels.c=d",
           "--set", "serviceAccount.annotations.e=f",
           "--set", "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=obs",
-          "--set", "networkPolicy.extraEgress[0].to[0].ipBlock.cidr=10.1.0.0/16"]
+          "--set", "networkPolicy.extraEgress[0].to[0].ipBlock.cidr=10.1.0.0/16",
+          "--set", "alerts.prometheusRule.enabled=true",
+          "--set", "dashboard.enabled=true"]
 
 
 @cache
@@ -96,7 +98,7 @@ def test_rendered_objects_are_valid_kubernetes(values):
     assert kinds - {"CustomResourceDefinition"} <= {
         "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
         "ClusterKopfPeering", "Service", "ServiceMonitor", "PodDisruptionBudget",
-        "NetworkPolicy"}
+        "NetworkPolicy", "PrometheusRule", "ConfigMap"}
 
 
 def test_chart_crds_are_the_generated_ones_plus_kopf_peering():

@@ -123,6 +123,10 @@ def test_dependency_selection_covers_the_imports(path):
         "but does not install them")
 
 
+# The Rust extension of the lookup path and the crate folder an image builds it from.
+NATIVE = {"embedding_native": "native"}
+
+
 def project_packages_loaded(modules: list[str]) -> set[str]:
     """The repository's top-level packages (as the build context names their folders)
     that importing `modules` loads."""
@@ -133,6 +137,7 @@ def project_packages_loaded(modules: list[str]) -> set[str]:
             "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))")
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
                                        capture_output=True, text=True, timeout=120).stdout)
+    folder |= NATIVE
     return {folder[top] for top in loaded if top in folder}
 
 

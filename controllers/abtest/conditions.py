@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controllers.common.conditions import condition
 from recop.api.abtest import Phase, Verdict
 from recop.api.common import Condition, ConditionStatus, set_condition
 
@@ -40,9 +41,7 @@ def conditions(previous: list[Condition], generation: int | None, *, phase: Phas
     variants this reconcile stopped and why; `problems`: what could not be read."""
 
     def cond(kind: str, holds: bool, reason: str, message: str = "") -> Condition:
-        return Condition(type=kind, status=ConditionStatus.TRUE if holds
-                         else ConditionStatus.FALSE, reason=reason, message=message[:4096],
-                         observed_generation=generation)
+        return condition(kind, holds, reason, message, generation)
 
     out = previous
     out = set_condition(out, cond("Routed", routed.ok, routed.reason, routed.message))

@@ -18,23 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from costmodel import (
-    Measured,
-    ModelCost,
-    Node,
-    NodePool,
-    Placement,
-    Taint,
-    Toleration,
-    split_qps,
-)
+from controllers.common.nodes import cost_tolerations, pod_selector
+from costmodel import Measured, ModelCost, Placement, split_qps
 from recop.api.abtest import ABTestSpec, Arm, Assignment, CostSource
 from recop.api.recmodel import RecModelSpec
 from recop.quantity import parse
 
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_NODE_LABEL = "nvidia.com/gpu.present"
-GPU_TOLERATION = Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
 SETTLE = 0.1  # relative change of a measured figure that re-sizes a variant
 DEFAULT_CPU_CORES = 1.0
 DEFAULT_MEMORY = "1Gi"
@@ -54,25 +43,6 @@ QUERIES = {
     "gpuMemoryBytes": "max(max_over_time(nv_gpu_memory_used_bytes{{{pods}}}[{w}]))",
 }
 FIGURES = ("qps", "cpuCoreSecondsPer1k", "memoryBytes", "gpuMemoryBytes", "gpuUtilisation")
-
-
-def node_pool(nodes: list[dict]) -> NodePool:
-    """Schedulable nodes, as the cost model sees them."""
-    out = []
-    for node in nodes:
-        spec = node.get("spec", {})
-        if spec.get("unschedulable"):
-            continue
-        alloc = node.get("status", {}).get("allocatable", {})
-        out.append(Node(name=node["metadata"]["name"],
-                        cpu_millicores=int(parse(alloc.get("cpu", "0")) * 1000),
-                        memory_bytes=int(parse(alloc.get("memory", "0"))),
-                        gpu_count=int(parse(alloc.get(GPU_RESOURCE, "0"))),
-                        labels=node["metadata"].get("labels", {}),
-                        taints=tuple(Taint(key=t["key"], value=t.get("value", ""),
-                                           effect=t["effect"])
-                                     for t in spec.get("taints") or [])))
-    return NodePool(nodes=tuple(out))
 
 
 def _running(spec: ABTestSpec, stopped: set[str]) -> list[Arm]:
@@ -133,12 +103,9 @@ def model_costs(spec: ABTestSpec, namespace: str, models: Mapping[str, RecModelS
             memory_bytes=figures["memoryBytes"], gpu_memory_bytes=figures["gpuMemoryBytes"],
             gpu_utilisation=figures["gpuUtilisation"],
             target_utilisation=spec.cost.target_utilisation,
-            node_selector={**placement.node_selector, **({GPU_NODE_LABEL: "true"} if gpu
-                                                        else {})},
-            # As the RecModel controller gives the Triton pods (without duplicates).
-            tolerations=tuple(dict.fromkeys([*(Toleration(**t.to_wire())
-                                               for t in placement.tolerations),
-                                             *([GPU_TOLERATION] if gpu else [])]))))
+            # As the RecModel controller gives the Triton pods.
+            node_selector=pod_selector(placement, gpu),
+            tolerations=cost_tolerations(placement, gpu)))
     return costs
 
 

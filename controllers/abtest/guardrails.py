@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from recop.api.abtest import ABTestSpec, Guardrail
+from recop.api.abtest import ABTestSpec
+from recop.api.common import crossed
 
 
 def arm_query(query: str, arm: str) -> str:
     return query.replace("$arm", arm)
-
-
-def breached(guardrail: Guardrail, value: float) -> bool:
-    if guardrail.comparison == "GreaterThan":
-        return value > guardrail.threshold
-    return value < guardrail.threshold
 
 
 def guardrail_queries(spec: ABTestSpec, stopped: set[str]) -> list[str]:
@@ -34,7 +29,7 @@ def breaches(spec: ABTestSpec, stopped: set[str],
             continue
         for guardrail in spec.guardrails:
             value = sample(arm_query(guardrail.query, variant.name))
-            if value is not None and breached(guardrail, value):
+            if value is not None and crossed(value, guardrail.threshold, guardrail.comparison):
                 found[variant.name] = (f"guardrail {guardrail.name}: {value:g} "
                                        f"{guardrail.comparison} {guardrail.threshold:g}")
                 break

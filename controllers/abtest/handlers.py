@@ -1,7 +1,7 @@
 """ABTest handlers: ramp the weights, apply the routes, stop variants that breach a
 guardrail and free their resources, pack the running arms (the RecModel controller
-applies the placement), conclude with a verdict, report status and conditions. The
-logic lives in the pure abtest_* modules.
+applies the placement: it watches ABTests itself), conclude with a verdict, report status
+and conditions. The logic lives in the pure modules beside this one.
 
 The operator never writes an ABTest's (or a RecModel's) spec: a Promote verdict is a
 status field and an Event, and the routes send all traffic to the winner until the user
@@ -16,13 +16,12 @@ though nothing outside the cluster needs cleaning (the routes are owned objects,
 garbage-collected with the test). Not kopf.TemporaryError re-driving either: each retry
 is logged as a failure, posted as an Event and written to the object's annotations.
 Kopf's peering pauses only its own handlers, timers and daemons, so the task reads the
-peering object itself and skips its rounds while a peer acts (controllers/abtest_peering).
+peering object itself and skips its rounds while a peer acts (controllers/abtest/peering.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -35,13 +34,15 @@ from controllers.abtest import costs, ramp
 from controllers.abtest.conditions import Outcome, conditions, message_of
 from controllers.abtest.guardrails import arm_query, breaches, guardrail_queries
 from controllers.abtest.peering import paused
-from controllers.abtest.placement import fingerprint, freed_models, released_arms
+from controllers.abtest.placement import freed_models, released_arms
 from controllers.abtest.routes import routes
 from controllers.abtest.verdict import Counts, count_queries, decide
+from controllers.common import metrics
 from controllers.common.kube import Kube, is_subset
 from controllers.common.kubeapi import kube
+from controllers.common.nodes import node_pool
 from controllers.common.prometheus import PrometheusError, query_range_values, query_value
-from controllers.recmodel import handlers as recmodel
+from controllers.common.settings import Settings, settings_of
 from costmodel import InfeasibleError, Placement, solve
 from recop.api import ABTEST, RECMODEL
 from recop.api.abtest import ABTestSpec, ABTestStatus, Phase, Verdict
@@ -50,22 +51,15 @@ from recop.api.recmodel import RecModelSpec
 
 RESOURCE = (GROUP, VERSION, ABTEST.plural)
 STATUS_MANAGER = "recop-abtest"
-# Seconds between periodic checks; tests shorten it.
-INTERVAL = float(os.environ.get("RECOP_ABTEST_INTERVAL", "30"))
 NO_PROMETHEUS = "no Prometheus to read metrics from: set RECOP_PROMETHEUS_URL"
 
 _known: set[tuple[str, str]] = set()
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
 
-def _prometheus() -> str | None:
-    return os.environ.get("RECOP_PROMETHEUS_URL")
-
-
-async def _values(queries: list[str], at: datetime | None = None
+async def _values(url: str | None, queries: list[str], at: datetime | None = None
                   ) -> tuple[dict[str, float | None], list[str]]:
     """query -> value for each query Prometheus answered, and the errors of the others."""
-    url = _prometheus()
     if url is None:
         return {}, [NO_PROMETHEUS] if queries else []
     answers = await asyncio.gather(*(query_value(url, q, at=at) for q in queries),
@@ -81,17 +75,22 @@ async def _values(queries: list[str], at: datetime | None = None
     return values, errors
 
 
-async def reconcile(namespace: str, name: str, logger) -> None:
+async def reconcile(namespace: str, name: str, settings: Settings, logger) -> None:
     async with _locks[(namespace, name)]:
         client = await kube()
         body = await client.get(API_VERSION, ABTEST.kind, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             _known.discard((namespace, name))
             return
-        await _reconcile(client, body, logger)
+        try:
+            await _reconcile(client, body, settings.prometheus_url, logger)
+        except Exception:
+            metrics.handled(ABTEST.kind, ok=False)
+            raise
+        metrics.handled(ABTEST.kind, ok=True)
 
 
-async def _reconcile(client: Kube, body: dict, logger) -> None:
+async def _reconcile(client: Kube, body: dict, prometheus: str | None, logger) -> None:
     meta = body["metadata"]
     generation = meta.get("generation")
     previous = ABTestStatus.model_validate(body.get("status") or {})
@@ -115,7 +114,7 @@ async def _reconcile(client: Kube, body: dict, logger) -> None:
     verdict = previous.verdict
     if verdict is None and now >= started_at + timedelta(
             seconds=parse_duration(spec.duration)):
-        verdict, errors = await _conclude(spec, started_at, now, stopped)
+        verdict, errors = await _conclude(prometheus, spec, started_at, now, stopped)
         problems += errors
         if verdict is not None:
             kopf.info(body, reason=verdict.action or "Concluded",
@@ -124,13 +123,14 @@ async def _reconcile(client: Kube, body: dict, logger) -> None:
     concluded = verdict is not None
     found: dict[str, str] = {}
     if spec.guardrails and not concluded:
-        values, errors = await _values(guardrail_queries(spec, stopped))
+        values, errors = await _values(prometheus, guardrail_queries(spec, stopped))
         problems += errors
         found = breaches(spec, stopped, values.get)
         for arm, reason in found.items():
             logger.warning("stopping %s: %s", arm, reason)
             kopf.warn(body, reason="GuardrailBreached",
                       message=f"stopped {arm} and freed its resources: {reason}")
+            metrics.guardrail_breached(meta["namespace"], meta["name"], arm)
         stopped |= set(found)
 
     percent = ramp.ramp_percent(spec, started_at, now)
@@ -146,8 +146,8 @@ async def _reconcile(client: Kube, body: dict, logger) -> None:
     routed = Outcome(True, "RoutesApplied", "weights " + ", ".join(
         f"{arm} {w}%" for arm, w in weights.items()))
 
-    placed, fields, errors = await _place(client, spec, meta["namespace"], weights,
-                                          released, previous)
+    placed, fields, errors = await _place(client, prometheus, spec, meta["namespace"],
+                                          weights, released, previous)
     problems += errors
     freed = freed_models(spec, released)
     if set(freed) - set(previous.freed_models):
@@ -168,6 +168,9 @@ async def _reconcile(client: Kube, body: dict, logger) -> None:
         placed=placed, breaches=found, stopped=stopped_arms, verdict=verdict,
         problems=problems)
     _post_changes(body, previous, placed, problems)
+    models = {spec.baseline.name: spec.baseline.model, **{v.name: v.model for v in spec.variants}}
+    for arm, weight in weights.items():
+        metrics.arm_figures(meta["namespace"], meta["name"], arm, models[arm], weight, {})
     await _report(client, body, previous.model_copy(update={
         "phase": phase, "observed_generation": generation, "conditions": status_conditions,
         "started_at": started_at, "applied_weights": weights,
@@ -190,18 +193,17 @@ def _post_changes(body: dict, previous: ABTestStatus, placed: Outcome,
         kopf.warn(body, reason="MetricsUnavailable", message=text[:1024])
 
 
-async def _conclude(spec: ABTestSpec, started_at: datetime, now: datetime,
+async def _conclude(url: str | None, spec: ABTestSpec, started_at: datetime, now: datetime,
                     stopped: set[str]) -> tuple[Verdict | None, list[str]]:
     """The verdict from the success metric over the test (None while the metrics cannot
     be read: a verdict is final, so it is never made without them)."""
-    url = _prometheus()
     if url is None:
         return None, [NO_PROMETHEUS]
     try:
         if spec.success_metric.successes is not None:
             queries = count_queries(spec, started_at, now)
             flat = [q for pair in queries.values() for q in pair]
-            values, errors = await _values(flat, at=now)
+            values, errors = await _values(url, flat, at=now)
             if errors:
                 return None, errors
             counts = {arm: Counts(values[s] or 0.0, values[t] or 0.0)
@@ -215,8 +217,8 @@ async def _conclude(spec: ABTestSpec, started_at: datetime, now: datetime,
         return None, [str(exc)]
 
 
-async def _place(client: Kube, spec: ABTestSpec, namespace: str, weights: dict[str, int],
-                 released: set[str], previous: ABTestStatus
+async def _place(client: Kube, prometheus: str | None, spec: ABTestSpec, namespace: str,
+                 weights: dict[str, int], released: set[str], previous: ABTestStatus
                  ) -> tuple[Outcome, dict, list[str]]:
     """Re-pack the running arms for the current weights and measurements; the baseline
     stays on its node (solve's `current`) with its first figures. Returns the Placed
@@ -229,13 +231,14 @@ async def _place(client: Kube, spec: ABTestSpec, namespace: str, weights: dict[s
             return Outcome(False, "RecModelMissing",
                            f"RecModel {arm.model} (arm {arm.name}) does not exist"), {}, []
         models[arm.model] = RecModelSpec.model_validate(obj["spec"])
-    values, errors = await _values(costs.cost_queries(spec, namespace, models, released))
+    values, errors = await _values(prometheus,
+                                   costs.cost_queries(spec, namespace, models, released))
     nodes = await client.list("v1", "Node")
     model_costs = costs.model_costs(spec, namespace, models, weights, released, values,
                                     previous.cost_sources)
     current = {a.arm: a.node for a in previous.assignments if a.node}
     try:
-        placement = await asyncio.to_thread(solve, model_costs, costs.node_pool(nodes),
+        placement = await asyncio.to_thread(solve, model_costs, node_pool(nodes),
                                             current)
     except InfeasibleError as exc:
         return Outcome(False, "CannotPlace", str(exc)), {}, errors
@@ -264,29 +267,15 @@ async def _report(client: Kube, body: dict, status: ABTestStatus) -> None:
 
 
 @kopf.on.event(*RESOURCE, id="abtest")
-async def on_event(type, body, namespace, name, logger, **_):
-    await _replace_arms(namespace, name, None if type == "DELETED" else body, logger)
+async def on_event(type, namespace, name, memo, logger, **_):
     if type == "DELETED":
         _known.discard((namespace, name))
+        metrics.forget_abtest(namespace, name)
         return
+    settings = settings_of(memo)
     _known.add((namespace, name))
-    _start_ticker(logger)
-    await reconcile(namespace, name, logger)
-
-
-_placed: dict[tuple[str, str], tuple] = {}
-
-
-async def _replace_arms(namespace: str, name: str, body: dict | None, logger) -> None:
-    """When a test's assignments or freed models change (or it goes), re-reconcile the
-    arm models: the RecModel controller applies the placement to their Deployments."""
-    new = fingerprint(body) if body else ()
-    old = _placed.get((namespace, name), ())
-    if new == old:
-        return
-    _placed[(namespace, name)] = new
-    for model in sorted({entry[0] for entry in (*old, *new) if entry[0]}):
-        await recmodel.reconcile(namespace, model, spec_changed=True, logger=logger)
+    _start_ticker(settings, logger)
+    await reconcile(namespace, name, settings, logger)
 
 
 _ticker: asyncio.Task | None = None
@@ -324,18 +313,18 @@ async def _paused(logger) -> bool:
     return False
 
 
-def _start_ticker(logger) -> None:
+def _start_ticker(settings: Settings, logger) -> None:
     """Started from a handler, not kopf.on.startup: the task inherits the handler's
     context, which kopf.warn needs to post Events."""
     global _ticker
     if _ticker is None or _ticker.done():
-        _ticker = asyncio.get_running_loop().create_task(_tick(logger),
+        _ticker = asyncio.get_running_loop().create_task(_tick(settings, logger),
                                                          name="recop-abtest-ticker")
 
 
-async def _tick(logger) -> None:
+async def _tick(settings: Settings, logger) -> None:
     while True:
-        await asyncio.sleep(INTERVAL)
+        await asyncio.sleep(settings.abtest_interval)
         try:
             if await _paused(logger):
                 continue
@@ -343,6 +332,6 @@ async def _tick(logger) -> None:
             logger.exception("ABTest checks: cannot read the peering object")
         for namespace, name in sorted(_known):
             try:
-                await reconcile(namespace, name, logger)
+                await reconcile(namespace, name, settings, logger)
             except Exception:  # one broken test must not stop the others' checks
                 logger.exception("ABTest %s/%s: periodic check failed", namespace, name)

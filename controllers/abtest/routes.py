@@ -1,9 +1,9 @@
 """Pure builders: an ABTest's HTTPRoute and GRPCRoute (Gateway API v1).
 
 Each arm is reached through its RecModel's Triton Service. Two kinds of rule:
-- a header rule per arm: `x-recop-arm: <arm>` (set by recop.client from the user id and
-  the test's salt) pins a request to that arm, which keeps a user on one arm; a stopped
-  arm's header goes to the baseline;
+- a header rule per arm: `x-recop-arm: <arm>` (recop.api.abtest.ARM_HEADER, set by
+  recop.client from the user id and the test's salt) pins a request to that arm, which
+  keeps a user on one arm; a stopped arm's header goes to the baseline;
 - the default rule splits the rest by the current (ramped) weights.
 Gateway API caps a route at 16 rules and a rule at 16 backendRefs, hence MAX_ARMS.
 """
@@ -11,13 +11,12 @@ Gateway API caps a route at 16 rules and a rule at 16 backendRefs, hence MAX_ARM
 from __future__ import annotations
 
 from controllers.common import labels as L
+from controllers.common.owners import controller_reference
 from controllers.recmodel.objects import TRITON_GRPC, TRITON_HTTP
 from recop.api import ABTEST
-from recop.api.abtest import ABTestSpec
-from recop.api.common import API_VERSION
+from recop.api.abtest import ARM_HEADER, ABTestSpec
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
-ARM_HEADER = "x-recop-arm"
 ABTEST_LABEL = "recop.dev/abtest"
 MAX_ARMS = 15  # one header rule per arm plus the weighted rule <= 16
 
@@ -58,8 +57,7 @@ def routes(name: str, namespace: str, uid: str, spec: ABTestSpec, weights: dict[
         parent["sectionName"] = spec.gateway.section_name
     meta = {"name": name, "namespace": namespace,
             "labels": {ABTEST_LABEL: name, L.MANAGED_BY: "recop"},
-            "ownerReferences": [{"apiVersion": API_VERSION, "kind": ABTEST.kind, "name": name,
-                                 "uid": uid, "controller": True, "blockOwnerDeletion": True}]}
+            "ownerReferences": [controller_reference(ABTEST.kind, name, uid)]}
     return [{"apiVersion": GATEWAY_API, "kind": kind, "metadata": meta,
              "spec": {"parentRefs": [parent], "rules": _rules(spec, weights, stopped, port)}}
             for kind, port in (("HTTPRoute", TRITON_HTTP), ("GRPCRoute", TRITON_GRPC))]

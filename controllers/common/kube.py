@@ -15,6 +15,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import Counter
 
 from recop import quantity
+from recop.api import API_VERSION, RESOURCES
 
 FIELD_MANAGER = "recop"
 
@@ -33,9 +34,7 @@ _KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
     ("discovery.k8s.io/v1", "EndpointSlice"): ("endpointslices", True),
-    ("serving.recop.dev/v1alpha1", "RecModel"): ("recmodels", True),
-    ("serving.recop.dev/v1alpha1", "ModelVersion"): ("modelversions", True),
-    ("serving.recop.dev/v1alpha1", "ABTest"): ("abtests", True),
+    **{(API_VERSION, r.kind): (r.plural, True) for r in RESOURCES},
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("httproutes", True),
     ("gateway.networking.k8s.io/v1", "GRPCRoute"): ("grpcroutes", True),
 }

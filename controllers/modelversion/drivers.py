@@ -1,32 +1,24 @@
-"""I/O for the ModelVersion controller: discovery, the embedding admin API, Triton,
-Prometheus and S3. Everything is async or runs in a thread: the event loop never blocks."""
+"""I/O for the ModelVersion controller: discovery, the embedding admin API, Triton and
+S3. Everything is async or runs in a thread: the event loop never blocks."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import os
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
 from controllers.common import labels as L
+from controllers.common import triton_config
 from controllers.common.admin_auth import admin_credentials
+from controllers.common.endpointslices import endpoint_ready, model_slices
 from controllers.common.kube import Kube
+from controllers.common.secrets import secret_key
 from controllers.modelversion.plan import Replica
 from embedding.admin_channel import AdminStub, admin_stub
 from embedding.proto import embedding_pb2 as pb
 from recop.api.recmodel import RecModelSpec
-
-LOCALHOST = ".localhost"
-
-
-def resolve(address: str) -> str:
-    """RFC 6761: names under .localhost are loopback (local servers register FQDN slices
-    because the API refuses loopback IPs)."""
-    return "127.0.0.1" if address == "localhost" or address.endswith(LOCALHOST) else address
 
 
 def slice_addresses(slices: list[dict], port_name: str, default_port: int,
@@ -40,11 +32,10 @@ def slice_addresses(slices: list[dict], port_name: str, default_port: int,
         port = next((p["port"] for p in s.get("ports") or [] if p.get("name") == port_name),
                     default_port)
         for e in s.get("endpoints") or []:
-            conditions = e.get("conditions") or {}
-            if conditions.get("terminating") or (
-                    ready_only and conditions.get("ready", True) is False):
+            if (e.get("conditions") or {}).get("terminating") or (
+                    ready_only and not endpoint_ready(e)):
                 continue
-            out += [f"{resolve(a)}:{port}" for a in e.get("addresses", [])[:1]]
+            out += [f"{a}:{port}" for a in e.get("addresses", [])[:1]]
     return out
 
 
@@ -56,12 +47,7 @@ class Endpoints:
 
 
 async def discover(kube: Kube, namespace: str, model: str, spec: RecModelSpec) -> Endpoints:
-    slices = await kube.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
-                             labels=f"{L.MODEL}={model}")
-    by_service: dict[str, list[dict]] = {}
-    for s in slices:
-        by_service.setdefault(s["metadata"].get("labels", {}).get(L.SERVICE_NAME, ""),
-                              []).append(s)
+    by_service = await model_slices(kube, namespace, model)
     server = spec.embedding_server
 
     def per_shard(port_name: str, default_port: int) -> dict[int, list[str]]:
@@ -86,7 +72,7 @@ class Admin:
     async def authenticate(self, kube: Kube, namespace: str, model: str,
                            spec: RecModelSpec) -> None:
         """Read the model's admin credentials (every pass: a rotated Secret takes effect
-        without a restart); raises AdminCredentialsError when a named Secret is unusable."""
+        without a restart); raises SecretError when a named Secret is unusable."""
         auth = (*await admin_credentials(kube, namespace, spec), namespace, model)
         if auth != self._auth:
             await self.close()
@@ -128,24 +114,28 @@ class Admin:
                                  "freshness_p99_seconds": rt.freshness_p99_seconds})
         return replicas, realtime
 
-    async def run(self, action: tuple, checks: dict[int, tuple[float, bool]]) -> None:
-        """One plan action; loads carry their version's value checks (`checks`)."""
-        verb, address, number, *rest = action
-        stub = self.stub(address)
-        max_abs, non_finite = checks.get(number, (0.0, False))
-        values = pb.ValueChecks(max_abs_value=max_abs, allow_non_finite=non_finite)
-        if verb == "load_full":
-            await stub.LoadFull(pb.LoadFullRequest(version=number, uri=rest[0],
-                                                   checks=values), timeout=10)
-        elif verb == "apply_incremental":
-            await stub.ApplyIncremental(pb.ApplyIncrementalRequest(
-                version=number, base_version=rest[0], uri=rest[1], checks=values), timeout=10)
-        elif verb in ("commit", "rollback"):
-            await stub.Commit(pb.VersionRequest(version=number), timeout=10)
-        elif verb == "drop":
-            await stub.Drop(pb.VersionRequest(version=number), timeout=10)
-        else:
-            raise ValueError(f"unknown action {verb}")
+    # Loads only start on the server (it reports their progress in Status), so every
+    # call returns quickly; `checks` are the value checks it runs on every row it loads.
+    async def load_full(self, address: str, version: int, uri: str,
+                        checks: tuple[float, bool]) -> None:
+        await self.stub(address).LoadFull(pb.LoadFullRequest(
+            version=version, uri=uri, checks=_checks(checks)), timeout=10)
+
+    async def apply_incremental(self, address: str, version: int, base: int, uri: str,
+                                checks: tuple[float, bool]) -> None:
+        await self.stub(address).ApplyIncremental(pb.ApplyIncrementalRequest(
+            version=version, base_version=base, uri=uri, checks=_checks(checks)), timeout=10)
+
+    async def commit(self, address: str, version: int) -> None:
+        await self.stub(address).Commit(pb.VersionRequest(version=version), timeout=10)
+
+    async def drop(self, address: str, version: int) -> None:
+        await self.stub(address).Drop(pb.VersionRequest(version=version), timeout=10)
+
+
+def _checks(checks: tuple[float, bool]) -> pb.ValueChecks:
+    max_abs, non_finite = checks
+    return pb.ValueChecks(max_abs_value=max_abs, allow_non_finite=non_finite)
 
 
 class Triton:
@@ -170,13 +160,7 @@ class Triton:
         return frozenset(common or ())
 
     def config(self, versions: list[int]) -> str:
-        dense = self.spec.dense
-        return json.dumps({
-            "name": self.model, "backend": dense.backend,
-            "max_batch_size": dense.max_batch_size,
-            "version_policy": {"specific": {"versions": sorted(versions)}},
-            "instance_group": [{"kind": g.kind, "count": g.count}
-                               for g in dense.instance_groups]})
+        return triton_config.load_config(self.spec.dense, versions)
 
     async def load(self, version: int, keep: int | None) -> None:
         """Load `version` (keeping `keep` loaded beside it), check readiness and a smoke
@@ -220,12 +204,5 @@ async def s3_client(kube: Kube, namespace: str, spec: RecModelSpec):
     if storage.access_key_id and storage.secret_access_key:
         for arg, ref in (("aws_access_key_id", storage.access_key_id),
                          ("aws_secret_access_key", storage.secret_access_key)):
-            secret = await kube.get("v1", "Secret", namespace, ref.name)
-            if secret is None or ref.key not in secret.get("data", {}):
-                raise RuntimeError(f"Secret {ref.name} has no key {ref.key}")
-            kwargs[arg] = base64.b64decode(secret["data"][ref.key]).decode()
+            kwargs[arg] = (await secret_key(kube, namespace, ref)).decode()
     return await asyncio.to_thread(boto3.client, "s3", **kwargs)
-
-
-def prometheus_url() -> str | None:
-    return os.environ.get("RECOP_PROMETHEUS_URL") or None

@@ -12,11 +12,18 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
+from controllers.common.kube import Kube
+from controllers.modelversion.drivers import Endpoints, s3_client
+from controllers.modelversion.plan import Target
 from embedding.checkpoint import split_uri
 from embedding.client import EmbeddingClient
+from recop.api.modelversion import GoldenSet as GoldenRules
+from recop.api.modelversion import GoldenSetResult
+from recop.api.recmodel import RecModelSpec
 
 IDS = "ids."
 EXPECTED = "expected."
@@ -142,3 +149,26 @@ async def compare(golden: GoldenSet, shards: list[list[str]], triton: str | None
         raise GoldenMismatch("no active version to compare with and no expected outputs")
     reference = await answers(golden, shards, triton, model, max_batch, active)
     return relative_difference(got, reference), f"version {active.embedding}"
+
+
+async def check(client: Kube, namespace: str, rules: GoldenRules, model: RecModelSpec,
+                found: Endpoints, me: Target, previous: Target | None) -> GoldenSetResult:
+    """The golden set through the candidate `me` and its reference; raises GoldenMismatch
+    when they are further apart than the tolerance."""
+    s3 = await s3_client(client, namespace, model)
+    try:
+        data = await asyncio.to_thread(read, s3, rules.uri)
+    except Exception as err:  # unreadable or malformed: the version cannot be judged
+        raise GoldenMismatch(f"cannot read {rules.uri}: {err}") from err
+    shards = [found.lookup[i] for i in range(model.sharding.shards)]
+    triton = found.triton[0] if found.triton else None
+    active = Side(previous.number, previous.dense_version) if previous else None
+    difference, reference = await compare(
+        data, shards, triton, model.dense.model_name, model.dense.max_batch_size,
+        Side(me.number, me.dense_version), active)
+    if difference > rules.tolerance:
+        raise GoldenMismatch(f"relative difference {difference:.4g} from "
+                             f"{reference} exceeds {rules.tolerance:g}")
+    return GoldenSetResult(checked_at=datetime.now(UTC).replace(microsecond=0),
+                           rows=data.rows, relative_difference=round(difference, 6),
+                           compared_with=reference)

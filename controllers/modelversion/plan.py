@@ -1,11 +1,11 @@
-"""The ModelVersion update state machine, pure: observations in, actions and status out.
+"""The ModelVersion update state machine, pure: observations in, typed actions out.
 
-The I/O layer (controllers/modelversion/handlers.py) observes the CR, the embedding servers'
-Status per replica and Triton, calls `plan`, executes the actions and writes the status,
-then observes again. Every decision is derived from what the servers report, not from
-memory, so an operator restarted at any step takes the same decision again: a replica
-already holding the version is not told to load it twice, a replica already committed is
-not committed twice.
+The drive (controllers/modelversion/drive.py) observes the CR, the embedding servers'
+Status per replica and Triton, calls `plan`, has the executor carry out the actions,
+writes the status (settle.py), then observes again. Every decision is derived from
+what the servers report, not from memory, so an operator restarted at any step takes
+the same decision again: a replica already holding the version is not told to load it
+twice, a replica already committed is not committed twice.
 """
 
 from __future__ import annotations
@@ -13,6 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from controllers.modelversion.actions import (
+    Action,
+    ApplyIncremental,
+    Commit,
+    Drop,
+    Emit,
+    GoldenCheck,
+    LoadFull,
+    Rollback,
+    TritonLoad,
+)
 from recop.api.modelversion import Phase
 
 # States a replica reports for a version (embedding.proto VersionStatus.state).
@@ -72,7 +83,7 @@ class Observed:
 
 @dataclass
 class Step:
-    actions: list[tuple] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
     phase: Phase | None = None  # new phase, if it changes
     reason: str | None = None
     message: str | None = None
@@ -81,6 +92,11 @@ class Step:
     restored: bool = False  # rollback complete: stamp completedAt
     done: bool = False  # nothing more to drive for this version
     shards: list[dict] = field(default_factory=list)
+
+
+def uses_triton(me: Target, previous: Target | None) -> bool:
+    """Whether the update touches Triton: a dense version to load, keep or restore."""
+    return bool(me.dense_version or (previous and previous.dense_version))
 
 
 def coverage_problem(replicas: list[Replica], shard_count: int) -> str | None:
@@ -102,7 +118,7 @@ def shard_progress(replicas: list[Replica], number: int) -> list[dict]:
     return out
 
 
-def build(replica: Replica, target: Target) -> list[tuple] | str:
+def build(replica: Replica, target: Target) -> list[Action] | str:
     """Actions that make `replica` hold `target` (not serve it): the missing links of its
     chain, one per pass, so an incremental's base is loaded before it is applied.
     A string says why it cannot be built."""
@@ -111,7 +127,7 @@ def build(replica: Replica, target: Target) -> list[tuple] | str:
     if target.kind != "incremental":
         if not target.uri:
             return f"version {target.number} has no checkpoint to load"
-        return [("load_full", replica.key, target.number, target.uri)]
+        return [LoadFull(replica.key, target.number, target.uri)]
     base = target.base
     if base is None:
         return f"the base of version {target.number} is unknown"
@@ -119,7 +135,7 @@ def build(replica: Replica, target: Target) -> list[tuple] | str:
     if state == "failed":
         return f"its base version {base.number} failed to load"
     if state in LOADED:
-        return [("apply_incremental", replica.key, target.number, base.number, target.uri)]
+        return [ApplyIncremental(replica.key, target.number, base.number, target.uri)]
     if state is not None:
         return []  # the base is still loading
     return build(replica, base)
@@ -171,16 +187,16 @@ def _rollout(obs: Observed) -> Step:
     if me.dense_version is not None and obs.triton_versions is not None \
             and me.dense_version not in obs.triton_versions:
         keep = obs.previous.dense_version if obs.previous else None
-        step.actions = [("triton_load", me.dense_version, keep)]
+        step.actions = [TritonLoad(me.dense_version, keep)]
         step.message = f"loading dense version {me.dense_version} on Triton"
         return step
     uncommitted = [r for r in obs.replicas if r.active != n]
     if uncommitted and me.golden and not obs.golden_passed:
-        step.actions = [("golden",)]
+        step.actions = [GoldenCheck()]
         step.message = "comparing the golden set with the active version"
         return step
     # Phase two only when every replica holds it: no lookup ever meets a shard without it.
-    step.actions = [("commit", r.key, n) for r in uncommitted]
+    step.actions = [Commit(r.key, n) for r in uncommitted]
     if step.actions:
         step.message = "committing"
         return step
@@ -209,11 +225,11 @@ def _watch(obs: Observed) -> Step:
                 message="the rollback window passed without a breach")
     prev = obs.previous
     if prev is not None and prev.number != obs.me.number:
-        step.actions = [("drop", r.key, prev.number) for r in obs.replicas
+        step.actions = [Drop(r.key, prev.number) for r in obs.replicas
                         if r.versions.get(prev.number) in LOADED and r.active != prev.number]
         if prev.dense_version and prev.dense_version != obs.me.dense_version \
                 and obs.triton_versions is not None and obs.me.dense_version:
-            step.actions.append(("triton_load", obs.me.dense_version, None))
+            step.actions.append(TritonLoad(obs.me.dense_version))
     return step
 
 
@@ -231,7 +247,7 @@ def _restore(obs: Observed) -> Step:
     if prev is not None:
         for r in obs.replicas:
             if r.versions.get(prev.number) == "failed":
-                step.actions.append(("drop", r.key, prev.number))
+                step.actions.append(Drop(r.key, prev.number))
                 continue
             actions = build(r, prev)
             if isinstance(actions, str):
@@ -242,7 +258,7 @@ def _restore(obs: Observed) -> Step:
                                for r in obs.replicas):
             step.message = f"reloading version {prev.number}"
             return step
-        step.actions = [("rollback", r.key, prev.number) for r in obs.replicas
+        step.actions = [Rollback(r.key, prev.number) for r in obs.replicas
                         if r.active != prev.number and r.versions.get(prev.number) in LOADED]
         if step.actions:
             step.message = f"restoring version {prev.number}"
@@ -251,10 +267,10 @@ def _restore(obs: Observed) -> Step:
         # to requests that name no version.
         if prev.dense_version and obs.triton_versions is not None \
                 and obs.triton_versions != {prev.dense_version}:
-            step.actions = [("triton_load", prev.dense_version, None)]
+            step.actions = [TritonLoad(prev.dense_version)]
             return step
     # Nothing serves this version any more: free it where it is held.
-    step.actions = [("drop", r.key, n) for r in obs.replicas
+    step.actions = [Drop(r.key, n) for r in obs.replicas
                     if n in r.versions and r.versions[n] != "loading" and r.active != n]
     if n and any(r.versions.get(n) == "loading" for r in obs.replicas):
         step.message = "waiting for a load to end before freeing it"
@@ -276,12 +292,12 @@ def catch_up_step(replicas: list[Replica], active: Target, release: bool) -> Ste
         state = r.versions.get(n)
         if r.active == n:
             if release:
-                step.actions += [("drop", r.key, b) for b in chain
-                                 if r.versions.get(b) in LOADED]
+                step.actions += [Drop(r.key, b) for b in chain if r.versions.get(b) in LOADED]
         elif state in LOADED:
-            step.actions.append(("commit", r.key, n))
+            step.actions.append(Commit(r.key, n, announce=Emit(
+                "ReplicaCaughtUp", f"{r.key} (shard {r.shard}) now serves {active.name}")))
         elif state == "failed":
-            step.actions.append(("drop", r.key, n))  # tried again on the next pass
+            step.actions.append(Drop(r.key, n))  # tried again on the next pass
         else:
             actions = build(r, active)
             if isinstance(actions, str):
@@ -293,47 +309,3 @@ def catch_up_step(replicas: list[Replica], active: Target, release: bool) -> Ste
     if behind:
         step.message = step.message or f"{len(behind)} replica(s) catching up to version {n}"
     return step
-
-
-def queue_blocker(me: dict, others: list[dict]) -> str | None:
-    """The oldest ModelVersion of the same model, created before `me`, still in flight.
-
-    The queue is the API's creation order, not memory, so it survives restarts.
-    """
-    def key(obj):
-        return (obj["metadata"]["creationTimestamp"], obj["metadata"]["name"])
-
-    def in_flight(obj) -> bool:
-        status = obj.get("status") or {}
-        phase = status.get("phase", Phase.PENDING.value)
-        # An Active version still in its rollback window holds the queue too: a newer
-        # version must not land before the metrics cleared (or condemned) this one.
-        return phase in ("Pending", "Validating", "Loading") or (
-            phase == "Active" and not status.get("verifiedAt"))
-
-    earlier = sorted((o for o in others
-                      if key(o) < key(me) and o["spec"]["model"] == me["spec"]["model"]
-                      and o["spec"]["kind"] != "realtime" and in_flight(o)), key=key)
-    return earlier[0]["metadata"]["name"] if earlier else None
-
-
-def realtime_problem(reports: list[dict], previous: dict | None, max_lag_seconds: float,
-                     malformed_ratio: float = 0.1) -> str | None:
-    """Why a stream is Degraded, from replicas' realtime reports (and the last pass's)."""
-    if not reports:
-        return "no embedding server reports the stream"
-    if not all(r["enabled"] for r in reports):
-        return "a server is not configured with the stream"
-    worst = max(r["freshness_p99_seconds"] for r in reports)
-    if worst > max_lag_seconds:
-        return f"freshness p99 {worst:.1f}s exceeds {max_lag_seconds:.0f}s"
-    applied = sum(r["applied"] for r in reports)
-    malformed = sum(r["malformed"] for r in reports)
-    if previous is not None:
-        d_applied = applied - previous["applied"]
-        d_malformed = malformed - previous["malformed"]
-        if d_malformed > 0 and d_malformed > malformed_ratio * max(d_applied + d_malformed, 1):
-            return f"{d_malformed} malformed messages of {d_applied + d_malformed} recently"
-        if d_applied == 0 and max(r["lag"] for r in reports) > 0:
-            return "stalled: lag is growing while nothing is applied"
-    return None

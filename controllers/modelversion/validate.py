@@ -16,8 +16,10 @@ import hashlib
 
 from botocore.exceptions import ClientError
 
-from embedding.checkpoint import MANIFEST, Manifest, split_uri
-from recop.api.modelversion import Validation
+from controllers.modelversion.plan import Target
+from embedding.checkpoint import split_uri
+from embedding.manifest import MANIFEST, Manifest
+from recop.api.modelversion import ModelVersionSpec, Validation
 from recop.api.recmodel import RecModelSpec
 
 # S3 answers that will not change by asking again: the checkpoint is refused.
@@ -87,7 +89,20 @@ def _manifest_bytes(s3, uri: str) -> bytes:
 def manifest_rows(s3, uri: str) -> dict[str, int]:
     """Row counts per table of a (previous) full checkpoint, for the row-count check."""
     body = _manifest_bytes(s3, uri)
-    return {n: t.rows for n, t in Manifest.model_validate_json(body).tables.items()}
+    return {n: t.rows for n, t in Manifest.from_json(body).tables.items()}
+
+
+def rows_compared_with(kind: str, previous: Target | None) -> str | None:
+    """The checkpoint whose row counts a new one is held against: the full version serving
+    now, for a full one (an incremental carries only the rows it changes)."""
+    if kind == "full" and previous is not None and previous.kind == "full":
+        return previous.uri
+    return None
+
+
+def dense_version(spec: ModelVersionSpec, previous: Target | None) -> int | None:
+    """The dense version a checkpoint pairs with: the spec's, else the one serving now."""
+    return spec.dense_model_version or (previous.dense_version if previous else None)
 
 
 def check_files(manifest: Manifest, sizes: dict[str, int]) -> None:
@@ -112,7 +127,7 @@ def validate_uri(s3, uri: str, model: RecModelSpec, kind: str, base_number: int 
     if manifest_sha256 and hashlib.sha256(body).hexdigest() != manifest_sha256:
         raise Invalid("manifest.json does not match spec.manifestSha256")
     try:
-        manifest = Manifest.model_validate_json(body)
+        manifest = Manifest.from_json(body)
     except ValueError as err:
         raise Invalid(f"malformed manifest: {err}") from err
     check_manifest(manifest, model, kind, base_number, base_rows, rules)

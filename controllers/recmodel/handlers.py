@@ -1,5 +1,11 @@
 """RecModel handlers: parse the spec, build the serving objects, apply what changed,
-report status from discovery. The logic lives in pure modules beside this one."""
+report status from discovery. The logic lives in pure modules beside this one.
+
+Besides its own children, the controller watches ABTests, as a controller-runtime
+controller watches another kind and maps it to its own objects: an index of the tests'
+placements by model (what the Triton Deployments are built from), and an event handler
+that reconciles the models whose placement an ABTest changed. The ABTest controller
+never calls into this one."""
 
 from __future__ import annotations
 
@@ -9,20 +15,17 @@ from collections import defaultdict
 import kopf
 from pydantic import ValidationError
 
-from controllers.abtest.placement import override_for
 from controllers.common import labels as L
-from controllers.common.admin_auth import operator_namespace
-from controllers.common.fit import NodeInfo, dense_fit_problem, shard_fit_problem
+from controllers.common import metrics
+from controllers.common.endpointslices import model_slices, ready_endpoints
+from controllers.common.fit import dense_fit_problem, shard_fit_problem
 from controllers.common.kube import Kube, is_subset
 from controllers.common.kubeapi import kube
-from controllers.recmodel.objects import (
-    GPU_NODE_LABEL,
-    GPU_RESOURCE,
-    Owner,
-    desired_objects,
-    shard_memory_bytes,
-)
-from controllers.recmodel.status import STATUS_MANAGER, owned_status, ready_endpoints, summarize
+from controllers.common.nodes import parse_node
+from controllers.common.placement import PlacementOverride, override_for, placements
+from controllers.common.settings import Settings, settings_of
+from controllers.recmodel.objects import Owner, desired_objects, shard_memory_bytes
+from controllers.recmodel.status import STATUS_MANAGER, owned_status, summarize
 from recop.api import ABTEST, RECMODEL
 from recop.api.common import API_VERSION, GROUP, VERSION
 from recop.api.recmodel import Phase, RecModelSpec, RecModelStatus
@@ -36,7 +39,8 @@ _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 _queued: set[tuple[str, str]] = set()
 
 
-async def reconcile(namespace: str, name: str, *, spec_changed: bool, logger) -> None:
+async def reconcile(namespace: str, name: str, *, spec_changed: bool, settings: Settings,
+                    abtest_placements: kopf.Index, logger) -> None:
     """Bring one RecModel's objects and status in line with its spec.
 
     Serialised per model; a burst of child events while one run is waiting collapses
@@ -53,11 +57,22 @@ async def reconcile(namespace: str, name: str, *, spec_changed: bool, logger) ->
         client = await kube()
         body = await client.get(API_VERSION, RECMODEL.kind, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            metrics.forget_recmodel(namespace, name)
             return
-        await _reconcile(client, body, spec_changed, logger)
+        # The ABTests' placement of this model, as the index holds it now.
+        override = override_for(abtest_placements.get((namespace, name), ()))
+        try:
+            await _reconcile(client, body, spec_changed, override,
+                             settings.operator_namespace, logger)
+        except Exception:
+            metrics.handled(RECMODEL.kind, ok=False)
+            raise
+        metrics.handled(RECMODEL.kind, ok=True)
 
 
-async def _reconcile(client: Kube, body: dict, spec_changed: bool, logger) -> None:
+async def _reconcile(client: Kube, body: dict, spec_changed: bool,
+                     override: PlacementOverride | None, operator_namespace: str | None,
+                     logger) -> None:
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation", 0)
     previous = RecModelStatus.model_validate(body.get("status") or {})
@@ -72,16 +87,12 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool, logger) -> No
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
 
     owner = Owner(name, namespace, meta["uid"])
-    nodes = [NodeInfo.from_object(n) for n in await client.list("v1", "Node")]
+    nodes = [parse_node(n) for n in await client.list("v1", "Node")]
     refusal = (shard_fit_problem(spec, shard_memory_bytes(spec), nodes)
-               if spec.embedding_server.deployment == "Managed" else None) or (dense_fit_problem(
-        spec, nodes, {GPU_NODE_LABEL: "true"},
-        [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}])
-        if spec.dense.deployment == "Managed" else None)
+               if spec.embedding_server.deployment == "Managed" else None) or (
+        dense_fit_problem(spec, nodes) if spec.dense.deployment == "Managed" else None)
     if refusal is None:
-        # An ABTest's placement of this model (controllers/abtest_placement).
-        override = override_for(name, await client.list(API_VERSION, ABTEST.kind, namespace))
-        desired = desired_objects(owner, spec, override, operator_namespace())
+        desired = desired_objects(owner, spec, override, operator_namespace)
         changed = await _apply(client, desired, everything=spec_changed)
         if spec_changed:
             changed += await _prune(client, owner, desired)
@@ -91,14 +102,11 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool, logger) -> No
     elif refusal != previous.conditions_message("Degraded"):
         kopf.warn(body, reason="CannotPlace", message=refusal)
 
-    slices = await client.list("discovery.k8s.io/v1", "EndpointSlice", namespace,
-                               labels=f"{L.MODEL}={name}")
-    by_service: defaultdict[str, list[dict]] = defaultdict(list)
-    for s in slices:
-        by_service[s["metadata"].get("labels", {}).get(L.SERVICE_NAME, "")].append(s)
-    shard_ready = [ready_endpoints(by_service[L.embedding_name(name, i)])
+    by_service = await model_slices(client, namespace, name)
+    shard_ready = [ready_endpoints(by_service.get(L.embedding_name(name, i), []))
                    for i in range(spec.sharding.shards)]
-    triton_ready = ready_endpoints(by_service[L.triton_name(name)])
+    triton_ready = ready_endpoints(by_service.get(L.triton_name(name), []))
+    metrics.shard_ready(namespace, name, shard_ready)
     status = summarize(spec, name, namespace, generation, shard_ready, triton_ready,
                        previous, refusal)
     if status.phase != previous.phase and status.phase in (Phase.READY, Phase.DEGRADED):
@@ -148,8 +156,9 @@ async def _report(client: Kube, body: dict, status: RecModelStatus) -> None:
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-async def on_spec(namespace, name, logger, **_):
-    await reconcile(namespace, name, spec_changed=True, logger=logger)
+async def on_spec(namespace, name, memo, abtest_placements, logger, **_):
+    await reconcile(namespace, name, spec_changed=True, settings=settings_of(memo),
+                    abtest_placements=abtest_placements, logger=logger)
 
 
 def _on_child(group: str, version: str, plural: str) -> None:
@@ -158,8 +167,10 @@ def _on_child(group: str, version: str, plural: str) -> None:
 
     @kopf.on.event(group=group, version=version, plural=plural,
                    labels={L.MODEL: kopf.PRESENT}, id=f"recmodel-child-{plural}")
-    async def on_child(namespace, labels, logger, **_):
-        await reconcile(namespace, labels[L.MODEL], spec_changed=False, logger=logger)
+    async def on_child(namespace, labels, memo, abtest_placements, logger, **_):
+        await reconcile(namespace, labels[L.MODEL], spec_changed=False,
+                        settings=settings_of(memo), abtest_placements=abtest_placements,
+                        logger=logger)
 
 
 for _child in (("apps", "v1", "deployments"), ("policy", "v1", "poddisruptionbudgets"),
@@ -167,3 +178,29 @@ for _child in (("apps", "v1", "deployments"), ("policy", "v1", "poddisruptionbud
                ("networking.k8s.io", "v1", "networkpolicies"),
                ("discovery.k8s.io", "v1", "endpointslices")):
     _on_child(*_child)
+
+
+@kopf.index(GROUP, VERSION, ABTEST.plural, id="abtest_placements")
+def index_abtest_placements(name, namespace, body, **_):
+    """(namespace, model) -> (ABTest name, what the test does with the model), for each
+    model an ABTest places or frees; Kopf keeps it current from the ABTest watch and
+    drops a deleted test's entries."""
+    return {(namespace, model): (name, override)
+            for model, override in placements(body).items()}
+
+
+# Where the last placements seen of an ABTest are kept, in the test's own Kopf memo.
+_SEEN = "recmodel-placements"
+
+
+@kopf.on.event(GROUP, VERSION, ABTEST.plural, id="recmodel-abtest")
+async def on_abtest(type, body, namespace, memo, abtest_placements, logger, **_):
+    """An ABTest placed, moved or freed some of its arm models (or went): reconcile
+    those models, whose Triton Deployments follow the placement. Kopf has updated the
+    index with this event before calling handlers."""
+    new = {} if type == "DELETED" else placements(body)
+    old = memo.get(_SEEN, {})
+    memo[_SEEN] = new
+    for model in sorted(m for m in old.keys() | new.keys() if old.get(m) != new.get(m)):
+        await reconcile(namespace, model, spec_changed=True, settings=settings_of(memo),
+                        abtest_placements=abtest_placements, logger=logger)

@@ -6,27 +6,22 @@ tests check them without a cluster.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-from controllers.abtest.placement import PlacementOverride, replicas
 from controllers.common import labels as L
-from controllers.common import triton_config
+from controllers.common import nodes, triton_config
+from controllers.common.owners import controller_reference
+from controllers.common.placement import PlacementOverride, replicas
+from embedding import config as contract
 from recop.api import RECMODEL
-from recop.api.common import API_VERSION, PodPlacement, ResourceList, Resources
+from recop.api.common import PodPlacement, ResourceList, Resources
 from recop.api.recmodel import RecModelSpec
 from recop.quantity import mebibytes
 
 # Python, gRPC and allocator overhead of one embedding server besides its tables.
 SERVER_BASE_BYTES = 256 * 2**20
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_NODE_LABEL = "nvidia.com/gpu.present"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 8000, 8001, 8002
-# grpc.health.v1 services of embedding/server.py: ready once a version serves, live while
-# the process answers (tests/controllers/recmodel/test_objects.py checks the names against it).
-LOOKUP_HEALTH_SERVICE = "recop.embedding.v1.EmbeddingLookup"
-LIVENESS_HEALTH_SERVICE = "liveness"
 ADMIN_TOKEN_DIR = "/etc/recop/admin-token"
 ADMIN_TLS_DIR = "/etc/recop/admin-tls"
 SERVER_UID = 10001
@@ -53,8 +48,7 @@ class Owner:
     uid: str
 
     def reference(self) -> dict:
-        return {"apiVersion": API_VERSION, "kind": RECMODEL.kind, "name": self.name,
-                "uid": self.uid, "controller": True, "blockOwnerDeletion": True}
+        return controller_reference(RECMODEL.kind, self.name, self.uid)
 
 
 def _meta(owner: Owner, name: str, component: str, shard: int | None = None) -> dict:
@@ -81,24 +75,26 @@ def _resources(resources: Resources, memory_default: str | None = None,
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
 
 
-def _placement(placement: PodPlacement, extra_selector: dict | None = None,
-               extra_tolerations: list | None = None) -> dict:
+def _placement(placement: PodPlacement, gpu: bool, node: str | None = None) -> dict:
+    """Node selector and tolerations of a pod: the spec's, the GPU pools' for GPU pods, and
+    the node an ABTest placed it on."""
     out: dict = {}
-    selector = {**placement.node_selector, **(extra_selector or {})}
+    selector = nodes.pod_selector(placement, gpu)
+    if node is not None:
+        selector[HOSTNAME_LABEL] = node
     if selector:
         out["nodeSelector"] = selector
-    tolerations = [t.to_wire() for t in placement.tolerations]
-    tolerations += [t for t in extra_tolerations or [] if t not in tolerations]
+    tolerations = [t.to_wire() for t in nodes.pod_tolerations(placement, gpu)]
     if tolerations:
         out["tolerations"] = tolerations
     return out
 
 
 def _s3_env(spec: RecModelSpec) -> list[dict]:
+    """The standard AWS variables, which boto3 (the embedding servers) and Triton read;
+    where in the bucket a checkpoint is comes with each load, not from here."""
     storage = spec.storage
-    env = [{"name": "AWS_DEFAULT_REGION", "value": storage.region},
-           {"name": "RECOP_S3_BUCKET", "value": storage.bucket},
-           {"name": "RECOP_S3_PREFIX", "value": storage.prefix}]
+    env = [{"name": "AWS_DEFAULT_REGION", "value": storage.region}]
     if storage.endpoint:
         env.append({"name": "AWS_ENDPOINT_URL_S3", "value": storage.endpoint})
     for var, ref in (("AWS_ACCESS_KEY_ID", storage.access_key_id),
@@ -114,16 +110,15 @@ def _stream_env(spec: RecModelSpec) -> list[dict]:
     stream = spec.stream
     if stream is None:
         return []
-    env = [{"name": "RECOP_KAFKA_BOOTSTRAP", "value": ",".join(stream.brokers)},
-           {"name": "RECOP_DELTA_TOPIC", "value": stream.topic}]
+    env = [contract.KAFKA_BOOTSTRAP.value(",".join(stream.brokers)),
+           contract.TOPIC.value(stream.topic)]
     auth = stream.auth
     if auth is not None:
-        env += [{"name": "RECOP_KAFKA_SECURITY_PROTOCOL",
-                 "value": "SASL_SSL" if auth.tls else "SASL_PLAINTEXT"},
-                {"name": "RECOP_KAFKA_SASL_MECHANISM", "value": auth.mechanism}]
-        env += [{"name": var, "valueFrom": {"secretKeyRef": ref.to_wire()}}
-                for var, ref in (("RECOP_KAFKA_USERNAME", auth.username),
-                                 ("RECOP_KAFKA_PASSWORD", auth.password))]
+        env += [contract.KAFKA_SECURITY_PROTOCOL.value("SASL_SSL" if auth.tls
+                                                     else "SASL_PLAINTEXT"),
+                contract.KAFKA_SASL_MECHANISM.value(auth.mechanism),
+                contract.KAFKA_USERNAME.secret(auth.username.to_wire()),
+                contract.KAFKA_PASSWORD.secret(auth.password.to_wire())]
     return env
 
 
@@ -134,15 +129,15 @@ def _admin_auth(spec: RecModelSpec) -> tuple[list[dict], list[dict], list[dict]]
     if auth is None:
         return [], [], []
     ref = auth.token_secret
-    env = [{"name": "RECOP_ADMIN_TOKEN_FILE", "value": f"{ADMIN_TOKEN_DIR}/token"}]
+    env = [contract.ADMIN_TOKEN_FILE.value(f"{ADMIN_TOKEN_DIR}/token")]
     # 0440 with the pod's fsGroup: readable by the server's group, not by others.
     volumes = [{"name": "admin-token", "secret": {
         "secretName": ref.name, "items": [{"key": ref.key, "path": "token"}],
         "defaultMode": 0o440}}]
     mounts = [{"name": "admin-token", "mountPath": ADMIN_TOKEN_DIR, "readOnly": True}]
     if auth.tls_secret:
-        env += [{"name": "RECOP_ADMIN_TLS_CERT", "value": f"{ADMIN_TLS_DIR}/tls.crt"},
-                {"name": "RECOP_ADMIN_TLS_KEY", "value": f"{ADMIN_TLS_DIR}/tls.key"}]
+        env += [contract.ADMIN_TLS_CERT.value(f"{ADMIN_TLS_DIR}/tls.crt"),
+                contract.ADMIN_TLS_KEY.value(f"{ADMIN_TLS_DIR}/tls.key")]
         volumes.append({"name": "admin-tls", "secret": {
             "secretName": auth.tls_secret, "defaultMode": 0o440,
             "items": [{"key": "tls.crt", "path": "tls.crt"},
@@ -166,17 +161,14 @@ def embedding_deployment(owner: Owner, spec: RecModelSpec, shard: int,
     name = L.embedding_name(owner.name, shard)
     selector = L.selector(owner.name, L.EMBEDDING, shard)
     env = [
-        {"name": "RECOP_MODEL", "value": owner.name},
-        {"name": "RECOP_SHARD_INDEX", "value": str(shard)},
-        {"name": "RECOP_SHARD_COUNT", "value": str(spec.sharding.shards)},
-        {"name": "RECOP_LOOKUP_PORT", "value": str(server.lookup_port)},
-        {"name": "RECOP_ADMIN_PORT", "value": str(server.admin_port)},
-        {"name": "RECOP_METRICS_PORT", "value": str(server.metrics_port)},
-        {"name": "RECOP_BIND_HOST", "value": "0.0.0.0"},
-        {"name": "RECOP_LOOKUP_MAX_IDS",
-         "value": str(server.lookup_limits.max_ids_per_request)},
-        {"name": "RECOP_LOOKUP_MAX_REQUEST_BYTES",
-         "value": str(server.lookup_limits.max_request_bytes)},
+        contract.SHARD_INDEX.value(shard),
+        contract.SHARD_COUNT.value(spec.sharding.shards),
+        contract.LOOKUP_PORT.value(server.lookup_port),
+        contract.ADMIN_PORT.value(server.admin_port),
+        contract.METRICS_PORT.value(server.metrics_port),
+        contract.HOST.value(contract.ALL_INTERFACES),
+        contract.MAX_IDS.value(server.lookup_limits.max_ids_per_request),
+        contract.MAX_REQUEST_BYTES.value(server.lookup_limits.max_request_bytes),
         *_s3_env(spec),
     ]
     auth_env, volumes, mounts = _admin_auth(spec)
@@ -185,7 +177,7 @@ def embedding_deployment(owner: Owner, spec: RecModelSpec, shard: int,
     container = {
         "name": "server",
         "image": server.image,
-        "args": ["python", "-m", "embedding.server"],
+        "args": list(contract.COMMAND),
         "env": env,
         "ports": [{"name": "lookup", "containerPort": server.lookup_port},
                   {"name": "admin", "containerPort": server.admin_port},
@@ -194,9 +186,9 @@ def embedding_deployment(owner: Owner, spec: RecModelSpec, shard: int,
         # Not ready until a version is active (the operator loads one into a replica that
         # is not ready yet); live as long as the process answers.
         "readinessProbe": {"grpc": {"port": server.lookup_port,
-                                    "service": LOOKUP_HEALTH_SERVICE}, "periodSeconds": 5},
+                                    "service": contract.LOOKUP_HEALTH_SERVICE}, "periodSeconds": 5},
         "livenessProbe": {"grpc": {"port": server.lookup_port,
-                                   "service": LIVENESS_HEALTH_SERVICE},
+                                   "service": contract.LIVENESS_HEALTH_SERVICE},
                           "periodSeconds": 10, "failureThreshold": 6},
         "securityContext": RESTRICTED,
     }
@@ -217,7 +209,7 @@ def embedding_deployment(owner: Owner, spec: RecModelSpec, shard: int,
             "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
             "whenUnsatisfiable": "ScheduleAnyway",
             "labelSelector": {"matchLabels": L.selector(owner.name, L.EMBEDDING)}}],
-        **_placement(spec.embedding_placement),
+        **_placement(spec.embedding_placement, gpu=False),
     }
     if volumes:
         pod_spec["volumes"] = volumes
@@ -285,12 +277,6 @@ def embedding_pdb(owner: Owner, spec: RecModelSpec, shard: int) -> dict:
                      "selector": {"matchLabels": L.selector(owner.name, L.EMBEDDING, shard)}}}
 
 
-def triton_configmap(owner: Owner, spec: RecModelSpec) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": _meta(owner, L.triton_name(owner.name), L.TRITON),
-            "data": {"config.pbtxt": triton_config.render(spec.dense)}}
-
-
 def triton_deployment(owner: Owner, spec: RecModelSpec,
                       override: PlacementOverride | None = None) -> dict:
     """`override`: an ABTest's placement of this model (requests = limits on the node
@@ -302,7 +288,6 @@ def triton_deployment(owner: Owner, spec: RecModelSpec,
     endpoint = (storage.endpoint or "").split("://", 1)[-1]
     repository = "/".join(p.strip("/") for p in (endpoint, storage.bucket, storage.prefix,
                                                   "dense") if p.strip("/"))
-    config = triton_config.render(dense)
     gpu = dense.gpus_per_pod > 0
     container = {
         "name": "triton",
@@ -317,27 +302,25 @@ def triton_deployment(owner: Owner, spec: RecModelSpec,
                   {"name": "metrics", "containerPort": TRITON_METRICS}],
         "resources": _resources(
             dense.resources if override is None or override.freed else _placed(override),
-            extra_limits={GPU_RESOURCE: str(dense.gpus_per_pod)} if gpu else None),
+            extra_limits={nodes.GPU_RESOURCE: str(dense.gpus_per_pod)} if gpu else None),
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
                            "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
                           "periodSeconds": 10, "failureThreshold": 6},
-        "volumeMounts": [{"name": "config", "mountPath": "/etc/recop/triton", "readOnly": True}],
+        # Triton stages every model it loads from S3 in a temporary folder under /tmp,
+        # which the read-only root filesystem would refuse.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": RESTRICTED,
     }
-    selector = {GPU_NODE_LABEL: "true"} if gpu else {}
-    if override is not None and not override.freed:
-        selector[HOSTNAME_LABEL] = override.node
-    placement = _placement(
-        spec.dense_placement,
-        extra_selector=selector or None,
-        extra_tolerations=[{"key": GPU_RESOURCE, "operator": "Exists",
-                            "effect": "NoSchedule"}] if gpu else None)
+    placement = _placement(spec.dense_placement, gpu,
+                           override.node if override is not None and not override.freed
+                           else None)
     template_meta = {
         "labels": L.labels(owner.name, L.TRITON),
-        # A config change must roll the pods, which read it only at start.
-        "annotations": {"recop.dev/config-sha256":
-                        hashlib.sha256(config.encode()).hexdigest()[:16]},
+        # A config change rolls the pods, so none keeps the model loaded with an older
+        # spec's config. A new pod starts from the repository's config (--load-model); the
+        # spec's comes with the operator's loads (controllers/common/triton_config.py).
+        "annotations": {"recop.dev/config-sha256": triton_config.digest(dense)},
     }
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -346,7 +329,7 @@ def triton_deployment(owner: Owner, spec: RecModelSpec,
                  "selector": {"matchLabels": L.selector(owner.name, L.TRITON)},
                  "template": {"metadata": template_meta, "spec": {
                      "containers": [container],
-                     "volumes": [{"name": "config", "configMap": {"name": name}}],
+                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                      "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
                                          "seccompProfile": {"type": "RuntimeDefault"}},
                      **placement}}},
@@ -385,7 +368,7 @@ def desired_objects(owner: Owner, spec: RecModelSpec,
         if managed:
             objects += [embedding_pdb(owner, spec, shard),
                         embedding_deployment(owner, spec, shard, override)]
-    objects += [triton_configmap(owner, spec), triton_service(owner, spec)]
+    objects.append(triton_service(owner, spec))
     if spec.dense.deployment == "Managed":
         objects.append(triton_deployment(owner, spec, override))
     return objects

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from controllers.common import labels as L
+from controllers.common.conditions import condition
 from controllers.recmodel.objects import TRITON_GRPC, TRITON_HTTP
-from recop.api.common import Condition, ConditionStatus, set_condition
+from recop.api.common import set_condition
 from recop.api.recmodel import Endpoints, Phase, RecModelSpec, RecModelStatus
 
 # The RecModel controller's share of the status; the ModelVersion controller owns the
@@ -21,13 +22,6 @@ def owned_status(status: dict) -> dict:
     mine["conditions"] = [c for c in status.get("conditions", [])
                           if c["type"] in OWNED_CONDITIONS]
     return mine
-
-
-def ready_endpoints(slices: list[dict]) -> int:
-    """Ready endpoints across a Service's slices; an unset `ready` means ready, as the
-    EndpointSlice API defines it."""
-    return sum(1 for s in slices for e in s.get("endpoints") or []
-               if (e.get("conditions") or {}).get("ready", True) is not False)
 
 
 def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
@@ -54,20 +48,19 @@ def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
         phase, reason, message = Phase.PROGRESSING, "RollingOut", _missing(
             shard_ready, want, triton_ready, spec.dense.replicas)
 
-    def cond(kind: str, true: bool, why: str, text: str) -> Condition:
-        return Condition(type=kind, status=ConditionStatus.TRUE if true else ConditionStatus.FALSE,
-                         reason=why, message=text, observed_generation=generation)
-
     conditions = previous.conditions
-    conditions = set_condition(conditions, cond(
+    conditions = set_condition(conditions, condition(
         "Ready", serving, "Serving" if serving else reason,
-        "every shard and the dense model have a ready replica" if serving else message))
-    conditions = set_condition(conditions, cond(
-        "Progressing", phase == Phase.PROGRESSING, reason if phase == Phase.PROGRESSING
-        else "Settled", message if phase == Phase.PROGRESSING else ""))
+        "every shard and the dense model have a ready replica" if serving else message,
+        generation))
+    progressing = phase == Phase.PROGRESSING
+    conditions = set_condition(conditions, condition(
+        "Progressing", progressing, reason if progressing else "Settled",
+        message if progressing else "", generation))
     degraded = phase in (Phase.DEGRADED, Phase.FAILED)
-    conditions = set_condition(conditions, cond(
-        "Degraded", degraded, reason if degraded else "Healthy", message if degraded else ""))
+    conditions = set_condition(conditions, condition(
+        "Degraded", degraded, reason if degraded else "Healthy", message if degraded else "",
+        generation))
 
     svc = f"{namespace}.svc"
     return previous.model_copy(update={

@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class WireDtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WIRE_FP32: _ClassVar[WireDtype]
+    WIRE_FP16: _ClassVar[WireDtype]
+    WIRE_INT8: _ClassVar[WireDtype]
+WIRE_FP32: WireDtype
+WIRE_FP16: WireDtype
+WIRE_INT8: WireDtype
 
 class TableIds(_message.Message):
     __slots__ = ("table", "ids")
@@ -15,12 +25,14 @@ class TableIds(_message.Message):
     def __init__(self, table: _Optional[str] = ..., ids: _Optional[bytes] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("tables", "version")
+    __slots__ = ("tables", "version", "wire_dtype")
     TABLES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    WIRE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     tables: _containers.RepeatedCompositeFieldContainer[TableIds]
     version: int
-    def __init__(self, tables: _Optional[_Iterable[_Union[TableIds, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+    wire_dtype: WireDtype
+    def __init__(self, tables: _Optional[_Iterable[_Union[TableIds, _Mapping]]] = ..., version: _Optional[int] = ..., wire_dtype: _Optional[_Union[WireDtype, str]] = ...) -> None: ...
 
 class TableValues(_message.Message):
     __slots__ = ("table", "dim", "rows", "missing")
@@ -35,14 +47,18 @@ class TableValues(_message.Message):
     def __init__(self, table: _Optional[str] = ..., dim: _Optional[int] = ..., rows: _Optional[int] = ..., missing: _Optional[int] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("version", "values", "tables")
+    __slots__ = ("version", "values", "tables", "wire_dtype", "scales")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
+    WIRE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SCALES_FIELD_NUMBER: _ClassVar[int]
     version: int
     values: bytes
     tables: _containers.RepeatedCompositeFieldContainer[TableValues]
-    def __init__(self, version: _Optional[int] = ..., values: _Optional[bytes] = ..., tables: _Optional[_Iterable[_Union[TableValues, _Mapping]]] = ...) -> None: ...
+    wire_dtype: WireDtype
+    scales: bytes
+    def __init__(self, version: _Optional[int] = ..., values: _Optional[bytes] = ..., tables: _Optional[_Iterable[_Union[TableValues, _Mapping]]] = ..., wire_dtype: _Optional[_Union[WireDtype, str]] = ..., scales: _Optional[bytes] = ...) -> None: ...
 
 class ValueChecks(_message.Message):
     __slots__ = ("max_abs_value", "allow_non_finite")

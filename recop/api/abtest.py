@@ -8,7 +8,19 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from recop.api.common import ApiModel, Condition, Duration, Name, Rule, conditions_field
+from recop.api.common import (
+    ApiModel,
+    Comparison,
+    Condition,
+    Duration,
+    Name,
+    Rule,
+    conditions_field,
+)
+
+# The request header an ABTest's routes match to pin a request to one arm; recop.client
+# sets it from the user id.
+ARM_HEADER = "x-recop-arm"
 
 PromQL = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
@@ -76,7 +88,7 @@ class Guardrail(Metric):
     """A variant breaching its guardrail is stopped and its resources freed."""
 
     threshold: float
-    comparison: Literal["GreaterThan", "LessThan"] = "GreaterThan"
+    comparison: Comparison = "GreaterThan"
 
 
 class Analysis(ApiModel):

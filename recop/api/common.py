@@ -45,6 +45,17 @@ def parse_duration(text: str) -> float:
                for n, unit in re.findall(r"([0-9]+)(ms|s|m|h|d)", text))
 
 
+# How a watched metric is held against its threshold (ABTest guardrails, RecModel
+# rollback policies).
+Comparison = Literal["GreaterThan", "LessThan"]
+
+
+def crossed(value: float, threshold: float, comparison: Comparison) -> bool:
+    """Whether `value` is past `threshold` in the direction `comparison` names (equal is
+    not past)."""
+    return value > threshold if comparison == "GreaterThan" else value < threshold
+
+
 class Rule(NamedTuple):
     """A cross-field rule, declared once and enforced in two places.
 

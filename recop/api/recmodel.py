@@ -9,6 +9,7 @@ from pydantic import Field, StringConstraints
 
 from recop.api.common import (
     ApiModel,
+    Comparison,
     Condition,
     Duration,
     Name,
@@ -222,7 +223,7 @@ class RollbackPolicy(ApiModel):
     metric: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
         description="PromQL returning one value, watched after a version turns active.")
     threshold: float
-    comparison: Literal["GreaterThan", "LessThan"] = Field(default="GreaterThan", description=(
+    comparison: Comparison = Field(default="GreaterThan", description=(
         "Roll back when the metric is GreaterThan (or LessThan) the threshold."))
     window: Duration = Field(default="10m", description="How long a new version is watched.")
 

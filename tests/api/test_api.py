@@ -7,7 +7,13 @@ import yaml
 from pydantic import ValidationError
 
 from recop.api import BY_KIND, RESOURCES
-from recop.api.common import Condition, ConditionStatus, parse_duration, set_condition
+from recop.api.common import (
+    Condition,
+    ConditionStatus,
+    crossed,
+    parse_duration,
+    set_condition,
+)
 from recop.api.modelversion import ModelVersionSpec
 from recop.api.recmodel import RecModelSpec
 from tests.examples import invalid_examples, valid_examples
@@ -98,3 +104,9 @@ def test_set_condition_keeps_transition_time_while_status_holds():
                                                ("250ms", 0.25), ("2d", 172800)])
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
+
+
+def test_a_threshold_is_crossed_strictly_in_the_direction_named():
+    assert crossed(0.06, 0.05, "GreaterThan") and not crossed(0.05, 0.05, "GreaterThan")
+    assert crossed(0.4, 0.5, "LessThan") and not crossed(0.5, 0.5, "LessThan")
+    assert not crossed(0.6, 0.5, "LessThan")

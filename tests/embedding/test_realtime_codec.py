@@ -8,17 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from embedding import realtime
+from embedding import stream_positions
 from embedding.partition import shard_of
-from embedding.realtime import (
-    Entry,
-    MalformedDelta,
-    apply_records,
-    decode,
-    encode_delete,
-    encode_upsert,
-)
+from embedding.realtime import MalformedDelta, decode, encode_delete, encode_upsert
 from embedding.store import ShardStore, Table
+from embedding.stream_positions import Entry, apply_records
 
 _offsets = itertools.count()
 
@@ -70,7 +64,7 @@ def test_apply_keeps_only_own_shard_ids():
 
 
 def test_overlay_is_compacted_into_the_base(monkeypatch):
-    monkeypatch.setattr(realtime, "COMPACT_ROWS", 4)
+    monkeypatch.setattr(stream_positions, "COMPACT_ROWS", 4)
     store = ShardStore(shard_index=0, shard_count=1)
     v = store.begin(1, "s3://b/v1")
     store.finish(v, {"t": Table("t", 2, "fp32", np.arange(10), np.zeros((10, 2), np.float32))})

@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devstack.shards import AdminClient, LocalAdminAuth, LocalCluster
 from embedding.admin_channel import admin_stub
 from embedding.checkpoint import CheckpointWriter
+from embedding.config import LIVENESS_HEALTH_SERVICE, LOOKUP_HEALTH_SERVICE
 from embedding.proto import embedding_pb2 as pb
-from embedding.server import LIVENESS_SERVICE, LOOKUP_SERVICE
 from tests.certs import self_signed
 
 pytestmark = pytest.mark.integration
@@ -48,15 +48,15 @@ def test_health_follows_the_active_version_and_liveness_always_serves(guarded, c
     lookup = guarded.lookup_address
     # Nothing loaded: not ready (lookups would fail), but alive (no restart for it).
     assert health_of(lookup, "") == NOT_SERVING
-    assert health_of(lookup, LOOKUP_SERVICE) == NOT_SERVING
-    assert health_of(lookup, LIVENESS_SERVICE) == SERVING
+    assert health_of(lookup, LOOKUP_HEALTH_SERVICE) == NOT_SERVING
+    assert health_of(lookup, LIVENESS_HEALTH_SERVICE) == SERVING
     guarded.admin.load_full(1, checkpoint)
     guarded.admin.wait_ready(1, timeout=60)
-    assert health_of(lookup, LOOKUP_SERVICE) == NOT_SERVING  # loaded, not yet committed
+    assert health_of(lookup, LOOKUP_HEALTH_SERVICE) == NOT_SERVING  # loaded, not yet committed
     guarded.admin.commit(1)
     assert health_of(lookup, "") == SERVING
-    assert health_of(lookup, LOOKUP_SERVICE) == SERVING
-    assert health_of(lookup, LIVENESS_SERVICE) == SERVING
+    assert health_of(lookup, LOOKUP_HEALTH_SERVICE) == SERVING
+    assert health_of(lookup, LIVENESS_HEALTH_SERVICE) == SERVING
     with pytest.raises(grpc.RpcError) as err:
         health_of(lookup, "no.such.Service")
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -149,7 +149,7 @@ async def test_tls_admin_port_with_the_operators_channel(s3):
         await stub.channel.close()
         await by_name.channel.close()
         # The lookup port stays plaintext and open: clients need no credentials.
-        assert health_of(proc.lookup_address, LIVENESS_SERVICE) == SERVING
+        assert health_of(proc.lookup_address, LIVENESS_HEALTH_SERVICE) == SERVING
     finally:
         cluster.stop()
 

@@ -13,7 +13,7 @@ from embedding.store import Overlay, ShardStore, Snapshot, StateError, Table, Ve
 def make_table(ids, dim=4, dtype="fp32", seed=0):
     ids = np.sort(np.asarray(ids, np.int64))
     values = np.random.default_rng(seed).standard_normal((len(ids), dim)).astype(np.float32)
-    stored, scales = quantize(values, dtype)
+    stored, scales, _ = quantize(values, dtype)
     return Table("t", dim, dtype, ids, stored, scales), dict(zip(ids.tolist(), values, strict=True))
 
 
@@ -43,7 +43,7 @@ def test_partition_matches_reference(ids, n):
 def test_quantize_roundtrip(dtype, tol):
     values = np.random.default_rng(1).standard_normal((100, 16)).astype(np.float32)
     values[3] = 0.0  # an all-zero row must not divide by zero
-    stored, scales = quantize(values, dtype)
+    stored, scales, _ = quantize(values, dtype)
     out = np.empty_like(values)
     dequantize(stored, scales, out)
     assert np.abs(out - values).max() <= tol * np.abs(values).max() + 1e-6
@@ -91,7 +91,7 @@ def test_incremental_merge_matches_dict_model(base, upsert, delete):
 def test_incremental_changing_only_existing_rows_shares_ids(dtype):
     table, ref = make_table([2, 4, 6, 8], dtype=dtype)
     new = np.array([[9.0, 9.0, 9.0, 9.0], [1.0, 2.0, 3.0, 4.0]], np.float32)
-    stored, scales = quantize(new, dtype)
+    stored, scales, _ = quantize(new, dtype)
     merged = table.merged(ShardData(np.array([4, 8]), stored, scales, None))
     assert merged.ids is table.ids  # shared, not copied
     out = np.empty((4, 4), np.float32)

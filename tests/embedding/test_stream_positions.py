@@ -8,20 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from embedding.checkpoint import CheckpointWriter, Manifest, StreamPosition, read_manifest
+from embedding.checkpoint import CheckpointWriter, StreamPosition, read_manifest
+from embedding.manifest import Manifest
 from embedding.metrics import ServerMetrics
-from embedding.realtime import (
-    Entry,
-    RealtimeConsumer,
-    adopted,
-    advanced,
-    apply_records,
-    decode,
-    encode_upsert,
-    rewind_to,
-    taken,
-)
+from embedding.realtime import RealtimeConsumer, decode, encode_upsert
 from embedding.store import ShardStore, Table
+from embedding.stream_positions import Entry, adopted, advanced, apply_records, rewind_to, taken
 
 
 def upsert(partition: int, offset: int, row_id: int, value: float) -> Entry:
@@ -218,9 +210,9 @@ def test_manifest_records_the_stream_offsets_it_includes():
 
 @pytest.mark.parametrize("extra", [{}, {"stream_offsets": {"0": 5}}])
 def test_manifests_without_a_topic_or_offsets_stay_valid(extra):
-    manifest = Manifest.model_validate(json.loads(json.dumps({
+    manifest = Manifest.from_json(json.dumps({
         "kind": "full", "version": 1, "shard_count": 1, "created_at": 0.0, "tables": {},
-        **extra})))
+        **extra}))
     assert manifest.offsets_on("deltas") == ({0: 5} if extra else None)
 
 

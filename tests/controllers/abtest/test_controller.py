@@ -8,9 +8,9 @@ import pytest
 
 from controllers.abtest import ramp
 from controllers.abtest.guardrails import breaches
-from controllers.abtest.routes import ARM_HEADER, MAX_ARMS, routes
+from controllers.abtest.routes import MAX_ARMS, routes
 from recop import client
-from recop.api.abtest import ABTestSpec
+from recop.api.abtest import ARM_HEADER, ABTestSpec
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

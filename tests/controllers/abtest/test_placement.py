@@ -4,16 +4,11 @@ arms a test frees, and the RecModel builder applying a placement."""
 from __future__ import annotations
 
 from controllers.abtest import costs
-from controllers.abtest.placement import (
-    FREED,
-    PlacementOverride,
-    fingerprint,
-    freed_models,
-    override_for,
-    released_arms,
-)
+from controllers.abtest.placement import freed_models, released_arms
+from controllers.common.nodes import node_pool
+from controllers.common.placement import FREED, PlacementOverride, override_for, placements
 from controllers.recmodel.objects import HOSTNAME_LABEL, desired_objects, triton_deployment
-from costmodel import solve
+from costmodel import Toleration, solve
 from recop.api.recmodel import RecModelSpec
 from tests.controllers.abtest.test_controller import spec
 from tests.controllers.recmodel.test_objects import OWNER, example_spec
@@ -71,7 +66,8 @@ def test_gpu_figures_are_queried_only_for_gpu_models_and_scale_with_qps():
     assert out["wide"].gpu_utilisation.value == 0.1
     assert out["wide"].gpu_utilisation.source.endswith("x 200qps")
     assert out["wide"].gpu_memory_bytes.value == 3e9
-    assert out["wide"].tolerations == (costs.GPU_TOLERATION,)
+    assert out["wide"].tolerations == (
+        Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"),)
     assert out["wide"].node_selector == {"nvidia.com/gpu.present": "true"}
 
 
@@ -117,7 +113,7 @@ def test_the_baseline_keeps_its_first_figures_and_variants_ignore_noise():
 
 def test_placement_keeps_the_baseline_on_its_node_and_becomes_assignments():
     s = spec(cost={"measurement": "spec"})
-    pool = costs.node_pool(NODES)
+    pool = node_pool(NODES)
     assert pool.nodes[0].taints[0].key == "nvidia.com/gpu"
     first = solve(costs.model_costs(s, "ns", models(), WEIGHTS, set(), {}), pool,
                   current={"control": "gpu-1"})
@@ -149,22 +145,28 @@ def _abtest(name, assignments, deleting=False, freed=()):
                                          "freedModels": list(freed)}}
 
 
+def _override(model, abtests):
+    """override_for over the tests as the RecModel controller's index holds them."""
+    return override_for((t["metadata"]["name"], placed) for t in abtests
+                        for m, placed in placements(t).items() if m == model)
+
+
 def test_override_for_a_model_comes_from_its_tests_assignments():
     a = {"arm": "wide", "model": "ranker-wide", "node": "gpu-0", "cpuMillicores": 1500,
          "memoryBytes": 2**30}
     tests = [_abtest("b", [a]), _abtest("a", [{**a, "node": "gpu-1"}], deleting=True)]
-    assert override_for("ranker-wide", tests) == PlacementOverride("gpu-0", 1500, 2**30)
-    assert override_for("ranker", tests) is None
-    assert fingerprint(tests[0]) != fingerprint(_abtest("b", []))
+    assert _override("ranker-wide", tests) == PlacementOverride("gpu-0", 1500, 2**30)
+    assert _override("ranker", tests) is None
+    assert placements(tests[0]) != placements(_abtest("b", []))
 
 
 def test_a_freed_model_runs_no_replicas_unless_another_test_places_it():
     a = {"arm": "wide", "model": "ranker-wide", "node": "gpu-0", "cpuMillicores": 1500,
          "memoryBytes": 2**30}
     freeing = _abtest("a", [], freed=["ranker-wide"])
-    assert override_for("ranker-wide", [freeing]) == FREED
-    assert override_for("ranker-wide", [freeing, _abtest("b", [a])]).node == "gpu-0"
-    assert fingerprint(freeing) != fingerprint(_abtest("a", []))
+    assert _override("ranker-wide", [freeing]) == FREED
+    assert _override("ranker-wide", [freeing, _abtest("b", [a])]).node == "gpu-0"
+    assert placements(freeing) != placements(_abtest("a", []))
     objects = desired_objects(OWNER, example_spec(), FREED)
     deployments = [o for o in objects if o["kind"] == "Deployment"]
     assert deployments and all(d["spec"]["replicas"] == 0 for d in deployments)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from controllers.modelversion.plan import (
-    Observed,
-    Replica,
-    Target,
-    catch_up_step,
-    plan,
-    queue_blocker,
-    realtime_problem,
+from controllers.modelversion.actions import (
+    ApplyIncremental,
+    Commit,
+    Drop,
+    GoldenCheck,
+    LoadFull,
+    Rollback,
+    TritonLoad,
 )
+from controllers.modelversion.plan import Observed, Replica, Target, catch_up_step, plan
 from recop.api.modelversion import Phase
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -31,7 +32,7 @@ def obs(phase=Phase.LOADING, reps=None, me=NEW, **kw) -> Observed:
 
 def test_full_update_loads_everywhere_before_any_commit():
     step = plan(obs())
-    assert step.actions == [("load_full", "r0", 2, "s3://b/v2"), ("load_full", "r1", 2, "s3://b/v2")]
+    assert step.actions == [LoadFull("r0", 2, "s3://b/v2"), LoadFull("r1", 2, "s3://b/v2")]
     half = [Replica("r0", 0, 1, {1: "active", 2: "ready"}),
             Replica("r1", 1, 1, {1: "active", 2: "loading"}, progress={2: 0.5})]
     step = plan(obs(reps=half))
@@ -43,12 +44,12 @@ def test_full_update_loads_everywhere_before_any_commit():
 def test_triton_then_golden_set_then_commit_then_active():
     loaded = replicas({1: "active", 2: "ready"})
     step = plan(obs(reps=loaded, triton_versions=frozenset({1})))
-    assert step.actions == [("triton_load", 2, 1)]  # the old dense version stays loaded
+    assert step.actions == [TritonLoad(2, 1)]  # the old dense version stays loaded
     checked = Target("v2", 2, "full", "s3://b/v2", dense_version=2, golden=True)
     both = frozenset({1, 2})
-    assert plan(obs(reps=loaded, me=checked, triton_versions=both)).actions == [("golden",)]
+    assert plan(obs(reps=loaded, me=checked, triton_versions=both)).actions == [GoldenCheck()]
     step = plan(obs(reps=loaded, me=checked, triton_versions=both, golden_passed=True))
-    assert step.actions == [("commit", "r0", 2), ("commit", "r1", 2)]
+    assert step.actions == [Commit("r0", 2), Commit("r1", 2)]
     committed = replicas({1: "ready", 2: "active"}, active=2)
     step = plan(obs(reps=committed, triton_versions=both))
     assert step.phase == Phase.ACTIVE and step.activate
@@ -64,12 +65,12 @@ def test_a_golden_set_mismatch_fails_the_version_before_it_serves():
 def test_restart_mid_commit_commits_only_the_rest():
     mixed = [Replica("r0", 0, 2, {1: "ready", 2: "active"}),
              Replica("r1", 1, 1, {1: "active", 2: "ready"})]
-    assert plan(obs(reps=mixed)).actions == [("commit", "r1", 2)]
+    assert plan(obs(reps=mixed)).actions == [Commit("r1", 2)]
 
 
 def test_a_shard_without_servers_loads_elsewhere_but_never_commits():
     step = plan(obs(reps=[Replica("r0", 0, 1, {1: "active"})]))
-    assert step.actions == [("load_full", "r0", 2, "s3://b/v2")]
+    assert step.actions == [LoadFull("r0", 2, "s3://b/v2")]
     assert "shard(s) [1]" in step.message
     step = plan(obs(reps=[Replica("r0", 0, 1, {1: "active", 2: "ready"})]))
     assert step.actions == [] and step.phase is None
@@ -81,7 +82,7 @@ def test_load_failure_fails_without_serving_and_frees_the_version():
     step = plan(obs(reps=reps))
     assert step.phase == Phase.FAILED and "ChecksumError" in step.message
     restore = plan(obs(phase=Phase.FAILED, reps=reps))
-    assert restore.actions == [("drop", "r0", 2), ("drop", "r1", 2)] and restore.restored
+    assert restore.actions == [Drop("r0", 2), Drop("r1", 2)] and restore.restored
 
 
 def test_commit_failure_rolls_back_with_no_reload():
@@ -90,16 +91,16 @@ def test_commit_failure_rolls_back_with_no_reload():
     step = plan(obs(reps=reps, failure="r1 unavailable"))
     assert step.phase == Phase.ROLLED_BACK and step.reason == "CommitFailed"
     restore = plan(obs(phase=Phase.ROLLED_BACK, reps=reps, triton_versions=frozenset({1})))
-    assert restore.actions == [("rollback", "r0", 1)]  # held: no S3 read
+    assert restore.actions == [Rollback("r0", 1)]  # held: no S3 read
 
 
 def test_incremental_applies_on_its_base_and_a_new_replica_builds_the_base_first():
     inc = Target("v3", 3, "incremental", "s3://b/v3", base=NEW)
     step = plan(obs(me=inc, reps=replicas({2: "active"}, active=2)))
-    assert step.actions[0] == ("apply_incremental", "r0", 3, 2, "s3://b/v3")
+    assert step.actions[0] == ApplyIncremental("r0", 3, 2, "s3://b/v3")
     fresh = [Replica("r0", 0, 2, {2: "active"}), Replica("r1", 1, 0, {})]
     assert plan(obs(me=inc, reps=fresh)).actions == [
-        ("apply_incremental", "r0", 3, 2, "s3://b/v3"), ("load_full", "r1", 2, "s3://b/v2")]
+        ApplyIncremental("r0", 3, 2, "s3://b/v3"), LoadFull("r1", 2, "s3://b/v2")]
     step = plan(obs(me=Target("v3", 3, "incremental", "s3://b/v3"), reps=fresh))
     assert step.phase == Phase.FAILED and step.reason == "BaseNotHeld"
 
@@ -108,17 +109,17 @@ def test_catch_up_builds_the_active_chain_on_a_new_replica_then_commits_and_free
     inc = Target("v3", 3, "incremental", "s3://b/v3", base=NEW)
     serving = Replica("r0", 0, 3, {3: "active"})
     step = catch_up_step([serving, Replica("r1", 0, 0, {})], inc, release=True)
-    assert step.actions == [("load_full", "r1", 2, "s3://b/v2")] and not step.done
+    assert step.actions == [LoadFull("r1", 2, "s3://b/v2")] and not step.done
     step = catch_up_step([serving, Replica("r1", 0, 0, {2: "ready"})], inc, release=True)
-    assert step.actions == [("apply_incremental", "r1", 3, 2, "s3://b/v3")]
+    assert step.actions == [ApplyIncremental("r1", 3, 2, "s3://b/v3")]
     step = catch_up_step([serving, Replica("r1", 0, 0, {2: "ready", 3: "ready"})], inc, True)
-    assert step.actions == [("commit", "r1", 3)]
+    assert step.actions == [Commit("r1", 3)]
     caught = Replica("r1", 0, 3, {2: "ready", 3: "active"})
     assert catch_up_step([serving, caught], inc, release=False).done
     step = catch_up_step([serving, caught], inc, release=True)
-    assert step.actions == [("drop", "r1", 2)]
+    assert step.actions == [Drop("r1", 2)]
     missed = Replica("r2", 1, 2, {2: "active", 3: "ready"})  # missed the commit
-    assert catch_up_step([missed], inc, release=False).actions == [("commit", "r2", 3)]
+    assert catch_up_step([missed], inc, release=False).actions == [Commit("r2", 3)]
 
 
 def test_breach_in_window_rolls_back_and_restores_everything():
@@ -128,18 +129,18 @@ def test_breach_in_window_rolls_back_and_restores_everything():
     step = plan(obs(Phase.ACTIVE, active, watch_until=until, breach="p99 0.9 > 0.5"))
     assert step.phase == Phase.ROLLED_BACK and step.reason == "MetricBreach"
     restore = plan(obs(Phase.ROLLED_BACK, active, triton_versions=frozenset({2})))
-    assert restore.actions == [("rollback", "r0", 1), ("rollback", "r1", 1)]
+    assert restore.actions == [Rollback("r0", 1), Rollback("r1", 1)]
     back = replicas({1: "active", 2: "ready"})
     assert plan(obs(Phase.ROLLED_BACK, back, triton_versions=frozenset({2}))).actions == [
-        ("triton_load", 1, None)]
+        TritonLoad(1, None)]
     done = plan(obs(Phase.ROLLED_BACK, back, triton_versions=frozenset({1})))
-    assert done.actions == [("drop", "r0", 2), ("drop", "r1", 2)] and done.restored
+    assert done.actions == [Drop("r0", 2), Drop("r1", 2)] and done.restored
 
 
 def test_rollback_reloads_a_full_previous_on_a_replica_that_lost_it():
     reps = [Replica("r0", 0, 2, {2: "active"}), Replica("r1", 1, 2, {1: "ready", 2: "active"})]
     step = plan(obs(Phase.ROLLED_BACK, reps))
-    assert step.actions == [("load_full", "r0", 1, "s3://b/v1")]
+    assert step.actions == [LoadFull("r0", 1, "s3://b/v1")]
 
 
 def test_window_passed_releases_the_previous_version():
@@ -147,32 +148,4 @@ def test_window_passed_releases_the_previous_version():
     step = plan(obs(Phase.ACTIVE, active, watch_until=NOW - timedelta(seconds=1),
                     triton_versions=frozenset({1, 2})))
     assert step.verify and step.done
-    assert step.actions == [("drop", "r0", 1), ("drop", "r1", 1), ("triton_load", 2, None)]
-
-
-def _mv(name, minute, phase="Pending", kind="full", verified=False):
-    status = {"phase": phase} | ({"verifiedAt": "x"} if verified else {})
-    return {"metadata": {"name": name, "creationTimestamp": f"2026-11-23T10:{minute:02d}:00Z"},
-            "spec": {"model": "m", "kind": kind}, "status": status}
-
-
-def test_queue_is_creation_order_and_includes_the_watch_window():
-    a, b, c = _mv("a", 1, "Loading"), _mv("b", 2), _mv("c", 3)
-    assert queue_blocker(c, [a, b, c]) == "a"
-    assert queue_blocker(a, [a, b, c]) is None
-    assert queue_blocker(c, [_mv("a", 1, "Active"), b]) == "a"
-    assert queue_blocker(c, [_mv("a", 1, "Active", verified=True)]) is None
-    assert queue_blocker(c, [_mv("r", 1, "Active", kind="realtime")]) is None
-
-
-def _rt(applied=10, malformed=0, lag=0, p99=1.0):
-    return {"enabled": True, "applied": applied, "malformed": malformed, "lag": lag,
-            "freshness_p99_seconds": p99}
-
-
-def test_realtime_degraded_on_stall_flood_or_staleness():
-    assert realtime_problem([_rt()], None, 30) is None
-    assert "stalled" in realtime_problem([_rt(lag=5)], {"applied": 10, "malformed": 0}, 30)
-    assert "malformed" in realtime_problem([_rt(20, 50)], {"applied": 10, "malformed": 0}, 30)
-    assert "freshness" in realtime_problem([_rt(p99=60)], None, 30)
-    assert "not configured" in realtime_problem([_rt() | {"enabled": False}], None, 30)
+    assert step.actions == [Drop("r0", 1), Drop("r1", 1), TritonLoad(2, None)]

@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from controllers.modelversion.actions import Commit, Drop, Rollback
 from controllers.modelversion.drivers import Admin
+from controllers.modelversion.executor import Executor
 from controllers.modelversion.plan import Observed, Target, plan
 from controllers.modelversion.validate import Invalid, validate_uri
 from devstack import minio as local_minio
@@ -60,13 +62,14 @@ def drive(cluster, me: Target, previous: Target | None, phase=Phase.LOADING,
 
     async def loop():
         admin = Admin()
+        executor = Executor(admin, CHECKS)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             replicas, _ = await admin.observe(shards)
             step = plan(Observed(phase=phase, me=me, shard_count=SHARDS, replicas=replicas,
                                  now=datetime.now(UTC), previous=previous, **kw))
             for action in step.actions:
-                await admin.run(action, CHECKS)
+                await executor.run(action)
             taken.extend(step.actions)
             if step.phase is not None or step.done:
                 return step.phase or phase
@@ -112,7 +115,7 @@ def test_full_then_incremental_then_rollback_from_memory(parts):
     print(f"full update of v2 on {len(cluster.processes)} replicas: "
           f"{time.monotonic() - started:.2f}s")
     assert phase == Phase.ACTIVE and actives(cluster) == {2}
-    assert [a[0] for a in taken].count("commit") == 4
+    assert sum(isinstance(a, Commit) for a in taken) == 4
     phase, _ = drive(cluster, V3, V2)
     assert phase == Phase.ACTIVE and actives(cluster) == {3}
     with pytest.raises(Invalid, match="applies to version 2"):
@@ -127,6 +130,6 @@ def test_full_then_incremental_then_rollback_from_memory(parts):
     phase, taken = drive(cluster, V3, V2, phase=Phase.ROLLED_BACK)
     print(f"rollback to v2 without S3: {time.monotonic() - started:.3f}s")
     assert actives(cluster) == {2}
-    assert {a[0] for a in taken} == {"rollback", "drop"}
+    assert {type(a) for a in taken} == {Rollback, Drop}
     assert all(3 not in {v.version for v in p.admin.status().versions}
                for p in cluster.processes)

@@ -6,10 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controllers.modelversion.validate import Invalid, check_files, check_manifest
-from embedding.checkpoint import FileEntry, Manifest, ShardEntry, TableEntry
+from controllers.modelversion.plan import Target
+from controllers.modelversion.validate import (
+    Invalid,
+    check_files,
+    check_manifest,
+    dense_version,
+    rows_compared_with,
+)
+from embedding.manifest import FileEntry, Manifest, ShardEntry, TableEntry
 from embedding.validation import InvalidValues, scan_values
-from recop.api.modelversion import Validation
+from recop.api.modelversion import ModelVersionSpec, Validation
 from recop.api.recmodel import RecModelSpec
 
 MODEL = RecModelSpec.model_validate({
@@ -74,3 +81,16 @@ def test_value_scan_refuses_non_finite_and_huge_values():
     scan_values("user", bad, rules.max_abs_value, True)
     with pytest.raises(InvalidValues, match="above 100"):
         scan_values("user", good * 1e3, 100, False)
+
+
+def test_row_counts_compare_full_with_full_and_dense_follows_the_serving_version():
+    full = Target("v1", 1, "full", "s3://bucket/v1", dense_version=3)
+    inc = Target("v2", 2, "incremental", "s3://bucket/v2", base=full)
+    assert rows_compared_with("full", full) == "s3://bucket/v1"
+    assert rows_compared_with("full", inc) is None  # carries only the rows it changed
+    assert rows_compared_with("incremental", full) is None
+    assert rows_compared_with("full", None) is None
+    spec = ModelVersionSpec(model="m", kind="full", source="s3://bucket/v3")
+    assert dense_version(spec, full) == 3 and dense_version(spec, None) is None
+    pinned = spec.model_copy(update={"dense_model_version": 5})
+    assert dense_version(pinned, full) == 5

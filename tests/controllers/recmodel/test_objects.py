@@ -7,11 +7,10 @@ import yaml
 from pydantic import ValidationError
 
 from controllers.common import labels as L
-from controllers.common.fit import NodeInfo, dense_fit_problem, shard_fit_problem
-from controllers.common.triton_config import render
+from controllers.common.endpointslices import ready_endpoints
+from controllers.common.fit import dense_fit_problem, shard_fit_problem
+from controllers.common.nodes import parse_node
 from controllers.recmodel.objects import (
-    LIVENESS_HEALTH_SERVICE,
-    LOOKUP_HEALTH_SERVICE,
     OPERATOR_POD_LABELS,
     Owner,
     desired_objects,
@@ -20,7 +19,8 @@ from controllers.recmodel.objects import (
     shard_memory_bytes,
     triton_deployment,
 )
-from controllers.recmodel.status import ready_endpoints, summarize
+from controllers.recmodel.status import summarize
+from embedding.config import LIVENESS_HEALTH_SERVICE, LOOKUP_HEALTH_SERVICE
 from recop.api.common import PodPlacement
 from recop.api.recmodel import InstanceGroup, Phase, RecModelSpec, RecModelStatus
 from recop.quantity import parse
@@ -111,14 +111,6 @@ def test_triton_config_change_rolls_the_pods():
             != after["spec"]["template"]["metadata"]["annotations"][key])
 
 
-def test_triton_config_pbtxt():
-    text = render(example_spec().dense)
-    assert 'name: "ctr-dense"' in text
-    assert "max_batch_size: 2048" in text
-    assert "{ kind: KIND_GPU count: 2 }" in text
-    assert "preferred_batch_size: [ 256, 1024 ]" in text
-
-
 def test_external_servers_get_selectorless_services_and_no_pods():
     spec = example_spec()
     spec = spec.model_copy(update={"embedding_server": spec.embedding_server.model_copy(
@@ -135,7 +127,7 @@ def test_external_triton_gets_a_selectorless_service_and_no_deployment():
         update={"deployment": "External"})})
     triton = [o for o in desired_objects(OWNER, spec)
               if o["metadata"]["labels"][L.COMPONENT] == L.TRITON]
-    assert {o["kind"] for o in triton} == {"Service", "ConfigMap"}
+    assert {o["kind"] for o in triton} == {"Service"}
     assert "selector" not in next(o for o in triton if o["kind"] == "Service")["spec"]
 
 
@@ -148,7 +140,7 @@ def test_single_replica_shards_are_protected_from_drains():
 
 
 def _node(name, memory, gpus=0, taint=False):
-    return NodeInfo.from_object({
+    return parse_node({
         "metadata": {"name": name, "labels": {"nvidia.com/gpu.present": "true"} if gpus else {}},
         "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present",
                              "effect": "NoSchedule"}] if taint else []},
@@ -167,10 +159,8 @@ def test_shard_too_big_for_every_node_is_refused_with_advice():
 
 def test_dense_needs_a_gpu_node_with_enough_gpus():
     spec = example_spec()
-    gpu_sel = {"nvidia.com/gpu.present": "true"}
-    tol = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert dense_fit_problem(spec, [_node("cpu", "8Gi")], gpu_sel, tol) is not None
-    assert dense_fit_problem(spec, [_node("g", "8Gi", gpus=2, taint=True)], gpu_sel, tol) is None
+    assert dense_fit_problem(spec, [_node("cpu", "8Gi")]) is not None
+    assert dense_fit_problem(spec, [_node("g", "8Gi", gpus=2, taint=True)]) is None
 
 
 def test_ready_endpoints_counts_unset_as_ready():
@@ -222,13 +212,12 @@ def _container(spec: RecModelSpec) -> dict:
 
 
 def test_probes_ask_the_servers_health_services():
-    from embedding.server import LIVENESS_SERVICE, LOOKUP_SERVICE
-
-    assert (LOOKUP_HEALTH_SERVICE, LIVENESS_HEALTH_SERVICE) == (LOOKUP_SERVICE, LIVENESS_SERVICE)
     container = _container(example_spec())
     # Ready once a version serves; alive while the process answers, version or not.
-    assert container["readinessProbe"]["grpc"] == {"port": 8500, "service": LOOKUP_SERVICE}
-    assert container["livenessProbe"]["grpc"] == {"port": 8500, "service": LIVENESS_SERVICE}
+    assert container["readinessProbe"]["grpc"] == {"port": 8500,
+                                                   "service": LOOKUP_HEALTH_SERVICE}
+    assert container["livenessProbe"]["grpc"] == {"port": 8500,
+                                                  "service": LIVENESS_HEALTH_SERVICE}
 
 
 def test_admin_token_and_tls_are_mounted_from_their_secrets_never_put_in_env():
