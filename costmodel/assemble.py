@@ -98,7 +98,7 @@ def _node_usage(node: Node, here: list[ModelPlacement]) -> NodeUsage:
         dedicated_cores=dedicated,
         shared_pool_cores=pool_cores,
         shared_used_millicores=shared,
-        cpu_headroom_millicores=node.free_cpu_millicores - (dedicated + pool_cores) * MILLICORES,
+        cpu_headroom_millicores=node.free_cpu_millicores - dedicated * MILLICORES - shared,
         memory_used_bytes=memory,
         memory_headroom_bytes=node.free_memory_bytes - memory,
         gpus=tuple(gpus),

@@ -52,7 +52,8 @@ def solve_exact(problem: Problem, warm_start: Solution | None, time_limit_s: flo
         sum(it.cores for it in items if it.baseline) + problem.move_cost * stayers
     )
 
-    s = [h.addIntegral(lb=0, ub=n.free_whole_cores, obj=1.0) for n in nodes]
+    s = [h.addIntegral(lb=0, ub=-(-n.free_cpu_millicores // MILLICORES), obj=1.0)
+         for n in nodes]
     z = {
         (n, k): h.addBinary(obj=eps) for n, node in enumerate(nodes) for k in range(node.gpu_count)
     }
@@ -66,10 +67,12 @@ def solve_exact(problem: Problem, warm_start: Solution | None, time_limit_s: flo
     for n, node in enumerate(nodes):
         on_n = [(m, it) for m, it in enumerate(items) if (m, n) in x]
         variants = [x[m, n] * it.cpu_millicores for m, it in on_n if not it.baseline]
-        baselines = [x[m, n] * it.cores for m, it in on_n if it.baseline]
         if variants:
             h.addConstr(h.qsum(variants) - MILLICORES * s[n] <= 0)
-        h.addConstr(h.qsum(baselines) + s[n] <= node.free_whole_cores)
+        # The scheduler's check (see PackingState): requests within allocatable.
+        if on_n:
+            cpu = [x[m, n] * it.cpu_millicores for m, it in on_n]
+            h.addConstr(h.qsum(cpu) <= node.free_cpu_millicores)
         if on_n:
             # Memory in MiB (demand rounded up, capacity down) keeps coefficients well scaled.
             mem = [x[m, n] * math.ceil(it.memory_bytes / _MIB) for m, it in on_n]

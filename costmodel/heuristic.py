@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 from costmodel.improve import close_pools, swap_partial_cores, trim_partial_cores
-from costmodel.model import GPU_SHARE_UNITS, InfeasibleError
+from costmodel.model import GPU_SHARE_UNITS, MILLICORES, InfeasibleError
 from costmodel.packing_state import (
     Key,
     PackingState,
@@ -22,7 +22,6 @@ from costmodel.packing_state import (
     baseline_key_spread,
     variant_key,
     variant_key_memory,
-    whole_cores,
 )
 from costmodel.problem import Item, Problem, Solution
 
@@ -112,9 +111,8 @@ def _raise_unplaceable(state: PackingState, item: Item) -> None:
     for n in item.eligible:
         if item.needs_gpu and not state.gpu_units[n]:
             continue
-        need = item.cores if item.baseline else 0
-        pool = state.pool[n] + (0 if item.baseline else item.cpu_millicores)
-        cpu_short = state.dedicated[n] + need + whole_cores(pool) - state.cap_cores[n]
+        cpu_short = (state.cpu_used(n) + item.cpu_millicores - state.cap_millicores[n]
+                     ) / MILLICORES
         mem_short = item.memory_bytes - state.mem_free[n]
         short = [
             ("cpu cores", cpu_short, cpu_short / max(1, state.cap_cores[n])),

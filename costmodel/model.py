@@ -89,8 +89,9 @@ class Node(FrozenModel):
 
     @property
     def free_whole_cores(self) -> int:
-        # Dedicated cores and shared-pool cores are both whole cores: the static CPU manager
-        # hands out CPUs, not millicores.
+        """The most dedicated cores the node can give: the static CPU manager hands out
+        whole CPUs and keeps the reservation's (rounded up to whole CPUs) for the shared
+        pool, which leaves floor(allocatable)."""
         return self.free_cpu_millicores // MILLICORES
 
     def matches(self, selector: Mapping[str, str]) -> bool:

@@ -17,12 +17,20 @@ def whole_cores(millicores: int) -> int:
 
 
 class PackingState:
-    """Mutable per-node usage while packing. Every mutation keeps every node within capacity."""
+    """Mutable per-node usage while packing. Every mutation keeps every node within capacity.
+
+    The CPU capacity is the scheduler's: dedicated cores and the variants' millicores
+    together within the allocatable CPU. The shared pool is counted in whole cores (the
+    objective) but may take a core that allocatable only holds in part: the static CPU
+    manager's shared pool keeps the CPUs of the node's reservation, and on a node of 2
+    CPUs with 100m reserved (1.9 allocatable) a 1-core baseline and a 900m pool both fit.
+    """
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
         nodes = problem.nodes
         self.cap_cores = [n.free_whole_cores for n in nodes]
+        self.cap_millicores = [n.free_cpu_millicores for n in nodes]
         self.mem_free = [n.free_memory_bytes for n in nodes]
         self.gpu_mem_cap = [n.gpu_memory_bytes for n in nodes]
         self.dedicated = [0] * len(nodes)
@@ -57,16 +65,16 @@ class PackingState:
     def fits(self, item: Item, n: int) -> tuple[bool, int | None]:
         if item.memory_bytes > self.mem_free[n]:
             return False, None
-        if item.baseline:
-            cores = self.dedicated[n] + item.cores + whole_cores(self.pool[n])
-        else:
-            cores = self.dedicated[n] + whole_cores(self.pool[n] + item.cpu_millicores)
-        if cores > self.cap_cores[n]:
+        if self.cpu_used(n) + item.cpu_millicores > self.cap_millicores[n]:
             return False, None
         if not item.needs_gpu:
             return True, None
         k = self.gpu_for(item, n)
         return k is not None, k
+
+    def cpu_used(self, n: int) -> int:
+        """Millicores requested on node n (a baseline's are its whole cores)."""
+        return self.dedicated[n] * MILLICORES + self.pool[n]
 
     # -- mutation ------------------------------------------------------------------------
 

@@ -122,9 +122,8 @@ def build_problem(
 def _alone_shortfalls(item: Item, node: Node) -> list[tuple[str, float]]:
     """What `item` lacks on an otherwise empty `node` (empty list: it fits)."""
     short: list[tuple[str, float]] = []
-    cores_needed = -(-item.cpu_millicores // MILLICORES)
-    if cores_needed > node.free_whole_cores:
-        short.append(("cpu cores", cores_needed - node.free_whole_cores))
+    if item.cpu_millicores > node.free_cpu_millicores:
+        short.append(("cpu cores", (item.cpu_millicores - node.free_cpu_millicores) / MILLICORES))
     if item.memory_bytes > node.free_memory_bytes:
         short.append(("memory bytes", item.memory_bytes - node.free_memory_bytes))
     if item.needs_gpu:

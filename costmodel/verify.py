@@ -35,11 +35,10 @@ def verify(placement: Placement, pool: NodePool) -> None:
 
 
 def _verify_node(node: Node, here: list) -> None:
-    dedicated = sum(p.cpu_request_millicores for p in here if p.dedicated) // MILLICORES
-    shared = sum(p.cpu_request_millicores for p in here if not p.dedicated)
-    cores = dedicated + -(-shared // MILLICORES)
-    if cores > node.free_whole_cores:
-        raise OvercommitError(f"{node.name}: {cores} cores used of {node.free_whole_cores}")
+    cpu = sum(p.cpu_request_millicores for p in here)
+    if cpu > node.free_cpu_millicores:
+        raise OvercommitError(f"{node.name}: {cpu}m of CPU requested of "
+                              f"{node.free_cpu_millicores}m")
     memory = sum(p.memory_request_bytes for p in here)
     if memory > node.free_memory_bytes:
         raise OvercommitError(f"{node.name}: memory {memory} of {node.free_memory_bytes}")

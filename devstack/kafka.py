@@ -1,4 +1,5 @@
-"""A real Apache Kafka broker (KRaft mode, one combined broker+controller) on loopback.
+"""A real Apache Kafka broker (KRaft mode, one combined broker+controller) on loopback,
+or on another local address when clients elsewhere must reach it (`start(host=...)`).
 
 The jars come from Maven Central through `mvn dependency:copy-dependencies` (a tiny pom,
 one directory per Kafka version in the cache); the broker runs on the system java with a
@@ -27,6 +28,7 @@ from devstack.common import (
     remove_state,
     state_dir,
     stop_pid_file,
+    wait_for_port,
 )
 
 KAFKA_VERSION = "4.1.1"
@@ -74,10 +76,11 @@ def build(version: str = KAFKA_VERSION) -> Path:
 class KafkaHandle:
     port: int
     process: ManagedProcess
+    host: str = LOOPBACK
 
     @property
     def bootstrap(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def stop(self) -> None:
         self.process.stop()
@@ -102,13 +105,16 @@ def _java(libs: Path, main: str, *args: str, heap: str = "512m") -> list[str]:
             "-cp", f"{libs}/*", main, *args]
 
 
-def _listener(port: int, controller_port: int, plain_users: dict[str, str] | None) -> list[str]:
-    """The client listener (PLAINTEXT, or SASL_PLAINTEXT with PLAIN when users are given),
-    which also carries inter-broker traffic; the controller listener stays PLAINTEXT."""
+def _listener(host: str, port: int, controller_port: int,
+              plain_users: dict[str, str] | None) -> list[str]:
+    """The client listener on `host` (PLAINTEXT, or SASL_PLAINTEXT with PLAIN when users
+    are given), which also carries inter-broker traffic; the controller listener stays
+    PLAINTEXT on loopback. Clients connect to the advertised address after bootstrap, so
+    it is the one they reach the broker by, never loopback for clients elsewhere."""
     kind = "SASL_PLAINTEXT" if plain_users else "PLAINTEXT"
     lines = [
-        f"listeners={kind}://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
-        f"advertised.listeners={kind}://{LOOPBACK}:{port}",
+        f"listeners={kind}://{host}:{port},CONTROLLER://{LOOPBACK}:{controller_port}",
+        f"advertised.listeners={kind}://{host}:{port}",
         f"inter.broker.listener.name={kind}",
         f"listener.security.protocol.map={kind}:{kind},CONTROLLER:PLAINTEXT",
     ]
@@ -129,9 +135,12 @@ def _listener(port: int, controller_port: int, plain_users: dict[str, str] | Non
 
 
 def start(port: int | None = None, version: str = KAFKA_VERSION, heap: str = "512m",
-          timeout: float = 90, plain_users: dict[str, str] | None = None) -> KafkaHandle:
+          timeout: float = 90, plain_users: dict[str, str] | None = None,
+          host: str = LOOPBACK) -> KafkaHandle:
     """Format a fresh KRaft log dir and start the broker; return once it accepts clients.
-    `plain_users` (name -> password): clients must authenticate with SASL PLAIN."""
+    `plain_users` (name -> password): clients must authenticate with SASL PLAIN. `host`:
+    the address clients connect to, on an interface of this machine (the real node's
+    pods reach devstack.netns.HOST_IP); never a wildcard."""
     libs = build(version)
     port = port or free_port()
     controller_port = free_port()
@@ -143,7 +152,7 @@ def start(port: int | None = None, version: str = KAFKA_VERSION, heap: str = "51
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@{LOOPBACK}:{controller_port}",
-        *_listener(port, controller_port, plain_users),
+        *_listener(host, port, controller_port, plain_users),
         "controller.listener.names=CONTROLLER",
         f"log.dirs={data}",
         "num.partitions=1",
@@ -166,8 +175,13 @@ def start(port: int | None = None, version: str = KAFKA_VERSION, heap: str = "51
     if fmt.returncode != 0:
         raise RuntimeError(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
     process = ManagedProcess(NAME, _java(libs, "kafka.Kafka", str(config), heap=heap))
-    process.wait_listening(port, timeout=timeout, what="kafka")
-    return KafkaHandle(port=port, process=process)
+    try:
+        wait_for_port(port, timeout, host=host, proc=process.proc)
+    except (RuntimeError, TimeoutError) as err:
+        process.stop()
+        raise RuntimeError(f"kafka did not start on {host}:{port}: {err}\n"
+                           f"{process.log_tail()}") from err
+    return KafkaHandle(port=port, process=process, host=host)
 
 
 def main() -> None:

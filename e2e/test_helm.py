@@ -198,6 +198,10 @@ def test_role_grants_exactly_what_the_operator_uses(cluster, release, operators)
         if event["verb"] == "patch" and (response.get("code") == 201 or "cannot create"
                                          in response.get("message", "")):
             verbs.add("create")
+        if response.get("code") == 403 and "being terminated" in response.get("message", ""):
+            # Cluster-wide, the operator still acts on models of namespaces that earlier
+            # modules delete: a terminating namespace refuses new Events, not the role.
+            continue
         target = refused if response.get("code") == 403 else used
         target.update((group, resource, verb) for verb in verbs)
     assert used, "the audit log holds no request of the operator's service account"

@@ -260,9 +260,47 @@ def triton_image(real_node) -> str:
     return ref
 
 
+# Distinct from the repository's config.pbtxt (max_batch_size 64, one instance, no
+# batcher): the config read back from Triton says which of the two it serves.
+DENSE = {"modelName": "mlp", "replicas": 1, "gpusPerPod": 0, "maxBatchSize": 32,
+         "dynamicBatching": {"preferredBatchSizes": [4, 16], "maxQueueDelayMicroseconds": 2500},
+         "instanceGroups": [{"kind": "KIND_CPU", "count": 2}],
+         "resources": {"requests": {"cpu": "100m"}}}
+
+
+def triton_pods(cluster) -> list[dict]:
+    pods = get_json(cluster, "-n", NS, "pods", "-l",
+                    f"{L.MODEL}=dense,{L.COMPONENT}={L.TRITON}")["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def triton_client(pod: dict):
+    from tritonclient.grpc import InferenceServerClient
+
+    return InferenceServerClient(f"{pod['status']['podIP']}:{TRITON_GRPC}")
+
+
+def dense_served(pod: dict) -> tuple[set[int], dict]:
+    """The versions READY on the pod's Triton and the model config it reports."""
+    triton = triton_client(pod)
+    index = triton.get_model_repository_index(as_json=True)["models"]
+    ready = {int(m["version"]) for m in index if m.get("state") == "READY" and m.get("version")}
+    return ready, triton.get_model_config("mlp", as_json=True)["config"]
+
+
+def assert_spec_config(config: dict) -> None:
+    assert config["max_batch_size"] == 32, config
+    assert config["dynamic_batching"]["preferred_batch_size"] == [4, 16], config
+    assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 2500, config
+    assert [(g["kind"], g["count"]) for g in config["instance_group"]] == [("KIND_CPU", 2)]
+
+
 def test_triton_pod_loads_the_dense_version_from_s3_and_infers(real_node, operator,
                                                                 server_image, triton_image, s3):
-    from tritonclient.grpc import InferenceServerClient, InferInput
+    """The RecModel and the ModelVersion go in together: the version waits for the Triton
+    pod to be ready (status reason WaitingForTriton) rather than going Active without
+    the dense version, then loads it there with the spec's config."""
+    from tritonclient.grpc import InferInput
 
     cluster = real_node
     apply(cluster, s3_secret(NS, s3.access_key, s3.secret_key))
@@ -271,62 +309,97 @@ def test_triton_pod_loads_the_dense_version_from_s3_and_infers(real_node, operat
     apply(cluster, recmodel(
         "dense", server_image, shards=SHARDS,
         # The GPU placement of the dense half is the spec's: here, the real node's CPU.
-        dense={"modelName": "mlp", "image": triton_image, "replicas": 1, "gpusPerPod": 0,
-               "maxBatchSize": 64, "instanceGroups": [{"kind": "KIND_CPU", "count": 1}],
-               "resources": {"requests": {"cpu": "100m"}}},
-        densePlacement=placement,
+        dense={**DENSE, "image": triton_image}, densePlacement=placement,
         storage={"bucket": BUCKET, "endpoint": endpoint,
                  "accessKeyId": {"name": "s3", "key": "id"},
                  "secretAccessKey": {"name": "s3", "key": "secret"}}))
     applied = time.monotonic()
-
-    def triton_pods() -> list[dict]:
-        return get_json(cluster, "-n", NS, "pods", "-l",
-                        f"{L.MODEL}=dense,{L.COMPONENT}={L.TRITON}")["items"]
-
-    # The operator lands a version on the Triton servers that are ready when it looks: one
-    # that starts later comes up with the repository's default version (a known gap, see
-    # issue 15), so the version is applied once the Triton pod is Ready.
-    def triton_ready() -> bool:
-        return any(c.get("ready") for p in triton_pods()
-                   for c in p.get("status", {}).get("containerStatuses") or [])
-
-    wait_for(triton_ready, timeout=180, what="the Triton pod Ready")
-    print(f"Triton pod Ready {time.monotonic() - applied:.1f}s after the RecModel applied")
     apply(cluster, {"apiVersion": "serving.recop.dev/v1alpha1", "kind": "ModelVersion",
                     "metadata": {"name": "dense-v1", "namespace": NS},
                     "spec": {"model": "dense", "kind": "full", "source": f"s3://{BUCKET}/v1",
                              "denseModelVersion": 1}})
+    reasons: list[str] = []
 
     def settled() -> str | None:
         """Active, Failed, or a Triton container that exited: no need to wait longer."""
-        phase = get_json(cluster, "-n", NS, "modelversion", "dense-v1").get(
-            "status", {}).get("phase")
-        crashed = any(c.get("restartCount", 0) for p in triton_pods()
+        status = get_json(cluster, "-n", NS, "modelversion", "dense-v1").get("status", {})
+        if status.get("reason") and status.get("reason") not in reasons:
+            reasons.append(status["reason"])
+        phase = status.get("phase")
+        if phase == "Active":
+            # Active only once the dense version is on every ready Triton server.
+            assert any(c.get("ready") for p in triton_pods(cluster)
+                       for c in p.get("status", {}).get("containerStatuses") or [])
+        crashed = any(c.get("restartCount", 0) for p in triton_pods(cluster)
                       for c in p.get("status", {}).get("containerStatuses") or [])
         return phase if phase in ("Active", "Failed") else ("crashed" if crashed else None)
 
-    outcome = wait_for(settled, timeout=240, what="dense-v1 settled")
+    outcome = wait_for(settled, timeout=300, what="dense-v1 settled")
     if outcome != "Active":
         mv = get_json(cluster, "-n", NS, "modelversion", "dense-v1").get("status")
         logs = {p["metadata"]["name"]: cluster.kubectl(
             "-n", NS, "logs", p["metadata"]["name"], "--tail=3", check=False).stdout
-            for p in triton_pods()}
+            for p in triton_pods(cluster)}
         raise AssertionError(f"dense-v1 {outcome}: {json.dumps(mv)}\nTriton logs: {logs}")
-    print(f"dense-v1 Active {time.monotonic() - applied:.1f}s after applying")
+    print(f"dense-v1 Active {time.monotonic() - applied:.1f}s after applying; "
+          f"status reasons on the way: {reasons}")
 
-    pods = triton_pods()
+    pods = triton_pods(cluster)
     assert [p["spec"]["nodeName"] for p in pods] == [node.NODE_NAME]
-    triton = InferenceServerClient(f"{pods[0]['status']['podIP']}:{TRITON_GRPC}")
-    index = triton.get_model_repository_index(as_json=True)["models"]
-    assert {int(m["version"]) for m in index if m.get("state") == "READY"} == {1}
+    # The repository holds versions 1 and 2 and the pod started on its default (2): the
+    # operator's load left exactly the active one, with the spec's batching and groups.
+    ready, config = dense_served(pods[0])
+    assert ready == {1}
+    assert_spec_config(config)
     inputs = []
     for name in ("user", "item"):
         tensor = InferInput(name, [2, 4], "FP32")
         tensor.set_data_from_numpy(np.full((2, 4), 0.5, np.float32))
         inputs.append(tensor)
-    score = triton.infer("mlp", inputs, model_version="1").as_numpy("score")
+    score = triton_client(pods[0]).infer("mlp", inputs, model_version="1").as_numpy("score")
     np.testing.assert_allclose(score[:, 0], np.tanh(1.0), rtol=1e-5)
+
+
+def test_a_replaced_triton_pod_is_brought_to_the_active_dense_version(real_node, operator):
+    """After Active, the Triton pod is deleted: its replacement starts on the repository's
+    default (version 2, config.pbtxt) and the operator's catch-up loads version 1 with
+    the spec's config once it is ready."""
+    cluster = real_node
+    (before,) = triton_pods(cluster)
+    cluster.kubectl("-n", NS, "delete", "pod", before["metadata"]["name"], "--wait=false")
+    deleted = time.monotonic()
+
+    def replacement() -> dict | None:
+        pods = [p for p in triton_pods(cluster)
+                if p["metadata"]["uid"] != before["metadata"]["uid"]]
+        ready = [p for p in pods if any(c.get("ready") for c in
+                                        p.get("status", {}).get("containerStatuses") or [])]
+        return ready[0] if ready else None
+
+    pod = wait_for(replacement, timeout=180, what="a new Triton pod Ready")
+    print(f"replacement Triton pod Ready {time.monotonic() - deleted:.1f}s after the delete")
+    seen: list[set[int]] = []
+
+    def caught_up() -> tuple[set[int], dict] | None:
+        try:
+            ready, config = dense_served(pod)
+        except Exception:  # the model is between versions while it loads
+            return None
+        if not seen or seen[-1] != ready:
+            seen.append(ready)
+        return (ready, config) if ready == {1} and config["max_batch_size"] == 32 else None
+
+    try:
+        _, config = wait_for(caught_up, timeout=120, what="the new pod on dense version 1")
+    except AssertionError:
+        logs = cluster.kubectl("-n", NS, "logs", pod["metadata"]["name"], "--tail=10",
+                               check=False).stdout
+        raise AssertionError(f"versions seen {seen}; Triton log:\n{logs}") from None
+    print(f"replacement on dense version 1 {time.monotonic() - deleted:.1f}s after the "
+          f"delete; versions it served on the way: {seen}")
+    assert_spec_config(config)
+    status = get_json(cluster, "-n", NS, "modelversion", "dense-v1")["status"]
+    assert status["phase"] == "Active"
 
 
 def apply(cluster, obj: dict) -> None:

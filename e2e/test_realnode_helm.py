@@ -87,7 +87,11 @@ def test_operator_pods_run_on_the_real_node_and_log_structured_lines(release):
         container = pod["status"]["containerStatuses"][0]
         assert container["ready"] and container["containerID"].startswith("containerd://")
         logs = release.kubectl("-n", NS, "logs", pod["metadata"]["name"]).stdout
-        assert logs.strip(), f"{pod['metadata']['name']} logged nothing"
+        lines = [line for line in logs.splitlines() if line.strip()]
+        assert lines, f"{pod['metadata']['name']} logged nothing"
+        # The chart's default --log-format=json: one object per line, every line.
+        records = [json.loads(line) for line in lines]
+        assert all(isinstance(r, dict) and r.get("message") for r in records), records[:3]
 
 
 def test_a_recmodel_is_reconciled_by_the_charts_service_account(release):

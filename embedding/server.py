@@ -24,7 +24,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2_grpc
 
-from embedding import native
+from embedding import logs, native
 from embedding.admin import AdminService, BearerToken
 from embedding.config import COMMAND, MAX_IDS, ServerConfig, parse
 from embedding.health import Health
@@ -227,7 +227,7 @@ async def serve(config: ServerConfig) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure()
     native.keep_freed_memory(SERVER_HEAP_BLOCKS)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(parse_args()))

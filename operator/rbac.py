@@ -64,6 +64,9 @@ RULES: tuple[Rule, ...] = (
          "RecModel children: the embedding servers' admin port only from the operator"),
     Rule("discovery.k8s.io", ("endpointslices",), ("list", "watch"),
          "status from discovery: Kopf watches slices, reconcile lists a model's slices"),
+    Rule("", ("pods",), ("list", "watch"),
+         "controllers/recmodel watches a model's pods and lists them while replicas are "
+         "missing, to say why (OOMKilled, CrashLoopBackOff, Unschedulable)"),
     Rule("", ("nodes",), ("list",),
          "controllers/recmodel._reconcile lists nodes for the fit checks "
          "(controllers/common/fit)"),

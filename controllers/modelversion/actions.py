@@ -85,12 +85,14 @@ class Drop(_Verb):
 
 @dataclass(frozen=True)
 class TritonLoad(_Verb):
-    """Every Triton server loads dense `version`, keeping `keep` loaded beside it (None:
-    only `version` stays), and passes a smoke inference."""
+    """Every ready Triton server (or only `server`, host:port) loads dense `version` with
+    the spec's model config, keeping `keep` loaded beside it (None: only `version`
+    stays), and passes a smoke inference."""
 
     verb: ClassVar[str] = "triton_load"
     version: int
     keep: int | None = None
+    server: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,22 @@
 """Replicas brought to the settled active version: one that joined late, restarted
 empty or missed a commit shows up as a change of its shard's endpoints, and one
-catch-up drive per model (runner.py) runs until every replica serves the version."""
+catch-up drive per model (runner.py) runs until every replica serves the version.
+
+Triton servers too: a Triton pod that starts after the dense version was loaded (a new
+replica, a restarted or replaced pod) comes up with the repository's default version
+and config, and turns ready, which changes the Triton Service's endpoints; it is loaded
+with the active dense version and the spec's config.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from controllers.common.kube import Kube
 from controllers.common.kubeapi import kube
 from controllers.common.secrets import SecretError
-from controllers.modelversion.drivers import Admin, discover
+from controllers.modelversion.drivers import Admin, discover, triton_servers
 from controllers.modelversion.executor import Executor
 from controllers.modelversion.plan import Step, catch_up_step
 from controllers.modelversion.queue import settled_active
@@ -26,6 +33,11 @@ POLL_SECONDS = 0.5
 STUCK_PASSES = 20
 
 
+def start_catch_up(runner: Runner, namespace: str, model_name: str, logger) -> None:
+    runner.ensure(("catch-up", namespace, model_name),
+                  functools.partial(catch_up, runner, namespace, model_name, logger), logger)
+
+
 async def catch_up(runner: Runner, namespace: str, model_name: str, logger) -> None:
     client = await kube()
     admin = Admin()
@@ -36,8 +48,8 @@ async def catch_up(runner: Runner, namespace: str, model_name: str, logger) -> N
                 outcome = await _pass(client, admin, namespace, model_name, logger)
             if outcome is None or outcome[0].done:
                 return
-            step, loading = outcome
-            stuck = 0 if step.actions or loading else stuck + 1
+            step, progressed = outcome
+            stuck = 0 if progressed else stuck + 1
             if stuck >= STUCK_PASSES:
                 logger.warning("catch-up of %s stopped: %s", model_name, step.message)
                 return
@@ -48,7 +60,8 @@ async def catch_up(runner: Runner, namespace: str, model_name: str, logger) -> N
 
 async def _pass(client: Kube, admin: Admin, namespace: str, model_name: str,
                 logger) -> tuple[Step, bool] | None:
-    """None when there is nothing settled to catch up to (queue.settled_active)."""
+    """The step and whether the pass got anywhere (an action done, a load running);
+    None when there is nothing settled to catch up to (queue.settled_active)."""
     model_body = await client.get(API_VERSION, RECMODEL.kind, namespace, model_name)
     active_name = ((model_body or {}).get("status") or {}).get("activeVersion")
     if not active_name:  # spares the list below
@@ -69,12 +82,25 @@ async def _pass(client: Kube, admin: Admin, namespace: str, model_name: str,
         return None
     found = await discover(client, namespace, model_name, model)
     replicas, _ = await admin.observe(found.admin)
-    step = catch_up_step(replicas, active, release=status.verified_at is not None)
-    run = Executor(admin, checks(active), client, body, model_name)
-    for action in step.actions:
-        try:
-            await run.run(action)
-        except Exception as err:  # the replica went away or refused: the next pass sees it
-            logger.warning("catch-up action %s failed: %s", action, err)
+    release = status.verified_at is not None
+    async with triton_servers(found.triton if active.dense_version else [], model) as triton:
+        dense = await triton.versions() if triton else None
+        previous = None if release or not dense else await load_target(
+            client, namespace, status.previous_version)
+        step = catch_up_step(replicas, active, release, dense,
+                             keep=previous.dense_version if previous else None)
+        run = Executor(admin, checks(active), client, body, model_name, triton)
+        done = 0
+        for action in step.actions:
+            try:
+                await run.run(action)
+                done += 1
+            except Exception as err:  # the server went away or refused: the next pass sees it
+                logger.warning("catch-up action %s failed: %s", action, err)
     loading = any(state == "loading" for r in replicas for state in r.versions.values())
-    return step, loading
+    # A discovered server that does not answer yet (a restarted container still starting)
+    # keeps the catch-up going: its endpoint stays not ready, so no slice change would
+    # start another one.
+    if len(replicas) < sum(len(addresses) for addresses in found.admin.values()):
+        step.done = False
+    return step, bool(done) or loading

@@ -20,7 +20,9 @@ from controllers.common.kubeapi import kube
 from controllers.common.prometheus import PrometheusError, query_value
 from controllers.common.secrets import SecretError
 from controllers.modelversion import golden, realtime
-from controllers.modelversion.drivers import Admin, Triton, discover, s3_client
+from controllers.modelversion.actions import PointModel
+from controllers.modelversion.catchup import start_catch_up
+from controllers.modelversion.drivers import Admin, discover, s3_client, triton_servers
 from controllers.modelversion.executor import Executor
 from controllers.modelversion.plan import Observed, plan, uses_triton
 from controllers.modelversion.queue import admit, needs_drive
@@ -78,6 +80,11 @@ async def drive(runner: Runner, namespace: str, name: str, logger,
                 outcome = await _pass(run, spec, status, prometheus_url, logger)
                 for action in outcome.actions:
                     await run.run(action)
+            if any(isinstance(a, PointModel) and a.active for a in outcome.actions):
+                # A server that came up while this version was in flight was left to this
+                # drive, which may have looked before it was there: catch up to what
+                # serves now.
+                start_catch_up(runner, namespace, spec.model, logger)
             if outcome.next == Next.DONE:
                 return
             delay, wait = pace(outcome.next, spec.kind == "realtime", wait)
@@ -152,36 +159,39 @@ async def _update(run: Executor, spec: ModelVersionSpec, status: ModelVersionSta
     me = target(name, spec, status, base)
     found = await discover(client, namespace, spec.model, model)
     replicas, _ = await run.admin.observe(found.admin)
-    triton = Triton(found.triton, model.dense.model_name, model) \
-        if found.triton and uses_triton(me, previous) else None
-    triton_versions = await triton.ready_versions() if triton else None
-    now, policy = _now(), model.rollback_policy
-    metric = await _breach(policy, prometheus_url) \
-        if watching(status, policy, prometheus_url, now) else None
+    async with triton_servers(found.triton if uses_triton(me, previous) else [],
+                              model) as triton:
+        triton_versions = await triton.ready_versions() if triton else None
+        now, policy = _now(), model.rollback_policy
+        metric = await _breach(policy, prometheus_url) \
+            if watching(status, policy, prometheus_url, now) else None
 
-    obs = Observed(phase=status.phase, me=me, shard_count=model.sharding.shards,
-                   replicas=replicas, now=now, previous=previous,
-                   triton_versions=triton_versions, watch_until=status.watch_until,
-                   breach=metric, restored=status.completed_at is not None,
-                   golden_passed=status.golden_set is not None)
-    step = plan(obs)
-    servers = dataclasses.replace(
-        run, checks=checks(me, previous), triton=triton, golden=functools.partial(
-            golden.check, client, namespace, spec.validation.golden_set, model, found, me,
-            previous))
-    failure = reason = None
-    for action in step.actions:
-        try:
-            result = await servers.run(action)
-        except golden.GoldenMismatch as err:
-            failure, reason = f"golden set: {err}", "GoldenSetMismatch"
-            break
-        except Exception as err:  # a failed action is a failed update, handled below
-            failure = f"{action}: {err}"
-            logger.warning("action %s failed: %s", action, err)
-            break
-        if result is not None:
-            status = status.model_copy(update={"golden_set": result})
+        obs = Observed(phase=status.phase, me=me, shard_count=model.sharding.shards,
+                       replicas=replicas, now=now, previous=previous,
+                       triton_versions=triton_versions,
+                       triton_expected=model.dense.deployment == "Managed"
+                       and model.dense.replicas > 0,
+                       watch_until=status.watch_until, breach=metric,
+                       restored=status.completed_at is not None,
+                       golden_passed=status.golden_set is not None)
+        step = plan(obs)
+        servers = dataclasses.replace(
+            run, checks=checks(me, previous), triton=triton, golden=functools.partial(
+                golden.check, client, namespace, spec.validation.golden_set, model, found,
+                me, previous))
+        failure = reason = None
+        for action in step.actions:
+            try:
+                result = await servers.run(action)
+            except golden.GoldenMismatch as err:
+                failure, reason = f"golden set: {err}", "GoldenSetMismatch"
+                break
+            except Exception as err:  # a failed action is a failed update, handled below
+                failure = f"{action}: {err}"
+                logger.warning("action %s failed: %s", action, err)
+                break
+            if result is not None:
+                status = status.model_copy(update={"golden_set": result})
     if failure:  # the plan decides what it means (during a rollout: a failed update)
         step = plan(dataclasses.replace(obs, failure=failure, failure_reason=reason))
     return settle(name, status, step, failure, policy, active_name, _now())

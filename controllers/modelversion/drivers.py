@@ -4,6 +4,7 @@ S3. Everything is async or runs in a thread: the event loop never blocks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import grpc
@@ -15,6 +16,7 @@ from controllers.common.admin_auth import admin_credentials
 from controllers.common.endpointslices import endpoint_ready, model_slices
 from controllers.common.kube import Kube
 from controllers.common.secrets import secret_key
+from controllers.modelversion import dense_config
 from controllers.modelversion.plan import Replica
 from embedding.admin_channel import AdminStub, admin_stub
 from embedding.proto import embedding_pb2 as pb
@@ -139,38 +141,67 @@ def _checks(checks: tuple[float, bool]) -> pb.ValueChecks:
 
 
 class Triton:
-    """Explicit model control through tritonclient's gRPC repository API."""
+    """Explicit model control through tritonclient's gRPC repository API, on the ready
+    Triton servers one pass found."""
 
     def __init__(self, addresses: list[str], model: str, spec: RecModelSpec):
         from tritonclient.grpc import aio as triton_aio
 
-        self.clients = [triton_aio.InferenceServerClient(a) for a in addresses]
+        self.clients = {a: triton_aio.InferenceServerClient(a) for a in addresses}
         self.model = model
         self.spec = spec
 
-    async def ready_versions(self) -> frozenset[int]:
-        """Dense versions READY on every Triton server."""
-        common: set[int] | None = None
-        for client in self.clients:
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+
+    async def versions(self) -> dict[str, frozenset[int]]:
+        """Per server, the dense versions READY with the spec's model config: one still
+        on the repository's config (a pod that started after the last load) holds none."""
+        out = {}
+        for address, client in self.clients.items():
             index = await client.get_model_repository_index(as_json=True)
             ready = {int(m["version"]) for m in index.get("models", [])
                      if m.get("name") == self.model and m.get("state") == "READY"
                      and m.get("version")}
+            if ready and await self._config_differs(client):
+                ready = set()
+            out[address] = frozenset(ready)
+        return out
+
+    async def ready_versions(self) -> frozenset[int]:
+        """Dense versions READY, with the spec's config, on every Triton server."""
+        common: frozenset[int] | None = None
+        for ready in (await self.versions()).values():
             common = ready if common is None else common & ready
-        return frozenset(common or ())
+        return common or frozenset()
 
     def config(self, versions: list[int]) -> str:
         return triton_config.load_config(self.spec.dense, versions)
 
-    async def load(self, version: int, keep: int | None) -> None:
-        """Load `version` (keeping `keep` loaded beside it), check readiness and a smoke
-        inference on the new version; raises on any failure."""
+    async def load(self, version: int, keep: int | None, server: str | None = None) -> None:
+        """Load `version` (keeping `keep` loaded beside it) on every server or on
+        `server`, check readiness, the config and a smoke inference on the new version;
+        raises on any failure."""
         versions = [version] + ([keep] if keep and keep != version else [])
-        for client in self.clients:
+        if server is not None and server not in self.clients:
+            raise RuntimeError(f"Triton server {server} is not ready")
+        targets = [server] if server is not None else list(self.clients)
+        for address in targets:
+            client = self.clients[address]
             await client.load_model(self.model, config=self.config(versions))
             if not await client.is_model_ready(self.model, str(version)):
                 raise RuntimeError(f"Triton: {self.model} version {version} is not ready")
+            # Checked here, so a server that reports its config differently from the spec
+            # fails the load instead of being loaded again on every pass.
+            differs = await self._config_differs(client)
+            if differs:
+                raise RuntimeError(f"Triton {address}: {self.model} loaded with {differs}")
             await self._smoke(client, version)
+
+    async def _config_differs(self, client) -> str | None:
+        reply = await client.get_model_config(self.model, as_json=True)
+        return dense_config.differences(reply.get("config") or {}, self.spec.dense)
 
     async def _smoke(self, client, version: int) -> None:
         from tritonclient.grpc import InferInput
@@ -187,6 +218,20 @@ class Triton:
             values = result.as_numpy(out["name"])
             if values is None or not np.isfinite(values.astype(np.float64)).all():
                 raise RuntimeError(f"Triton smoke inference: output {out['name']} not finite")
+
+
+@contextlib.asynccontextmanager
+async def triton_servers(addresses: list[str], spec: RecModelSpec):
+    """A Triton driver for the ready servers at `addresses` (None when there are none),
+    its channels closed after the pass."""
+    if not addresses:
+        yield None
+        return
+    triton = Triton(addresses, spec.dense.model_name, spec)
+    try:
+        yield triton
+    finally:
+        await triton.close()
 
 
 _NP = {"FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32}

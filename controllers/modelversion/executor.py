@@ -61,8 +61,8 @@ class Executor:
                     await self.run(action.announce)
             case Drop(replica, version):
                 await self.admin.drop(replica, version)
-            case TritonLoad(version, keep):
-                await self._need(self.triton).load(version, keep)
+            case TritonLoad(version, keep, server):
+                await self._need(self.triton).load(version, keep, server)
             case GoldenCheck():
                 return await self._need(self.golden)()
             case WriteStatus(status):

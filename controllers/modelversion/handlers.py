@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from controllers.common import labels as L
 from controllers.common.settings import settings_of
 from controllers.modelversion import rollback
-from controllers.modelversion.catchup import catch_up
+from controllers.modelversion.catchup import start_catch_up
 from controllers.modelversion.drive import drive
 from controllers.modelversion.queue import needs_drive
 from controllers.modelversion.runner import Runner
@@ -57,10 +57,8 @@ async def on_modelversion(type, namespace, name, spec, status, memo, logger, **_
                id="modelversion-replicas")
 async def on_replicas(namespace, labels, memo, logger, **_):
     """A replica that joined, restarted empty or missed a commit shows up as a change of
-    its shard's endpoints."""
-    runner, model = memo[RUNNER], labels[L.MODEL]
-    runner.ensure(("catch-up", namespace, model),
-                  functools.partial(catch_up, runner, namespace, model, logger), logger)
+    its shard's endpoints; a Triton server that started, as one of the Triton Service's."""
+    start_catch_up(memo[RUNNER], namespace, labels[L.MODEL], logger)
 
 
 @kopf.on.update(GROUP, VERSION, RECMODEL.plural, field="spec.activeVersion")

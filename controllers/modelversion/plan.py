@@ -10,6 +10,7 @@ twice, a replica already committed is not committed twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,6 +32,9 @@ LOADED = ("ready", "active")
 # Error types a server reports for a version whose checkpoint is bad (Status.error is
 # "<type>: <message>").
 CHECKPOINT_ERRORS = ("ChecksumError", "InvalidValues")
+# The status reason of a version held back until a Triton server is ready to load its
+# dense version (settle.py clears it once the version moves on).
+WAITING_FOR_TRITON = "WaitingForTriton"
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,12 @@ class Observed:
     replicas: list[Replica]
     now: datetime
     previous: Target | None = None  # what serves now / what a rollback restores
-    triton_versions: frozenset[int] | None = None  # ready dense versions; None: no Triton
+    # Dense versions ready, with the spec's model config, on every ready Triton server;
+    # None: no Triton server is ready (or the update does not touch Triton).
+    triton_versions: frozenset[int] | None = None
+    # The model runs Triton pods of its own (Managed, replicas > 0): a dense version waits
+    # for one to be ready rather than going Active on none.
+    triton_expected: bool = False
     watch_until: datetime | None = None
     breach: str | None = None  # the rollback policy's metric crossed its threshold
     failure: str | None = None  # an action of the last pass failed (commit, Triton smoke)
@@ -184,6 +193,11 @@ def _rollout(obs: Observed) -> Step:
         return step
     # The dense version loads (beside the old one) and the golden set passes before any
     # commit, so a version that fails either never serves a lookup.
+    if me.dense_version is not None and obs.triton_versions is None and obs.triton_expected:
+        step.reason = WAITING_FOR_TRITON
+        step.message = (f"waiting for a Triton server to be ready to load dense version "
+                        f"{me.dense_version}")
+        return step
     if me.dense_version is not None and obs.triton_versions is not None \
             and me.dense_version not in obs.triton_versions:
         keep = obs.previous.dense_version if obs.previous else None
@@ -279,11 +293,15 @@ def _restore(obs: Observed) -> Step:
     return step
 
 
-def catch_up_step(replicas: list[Replica], active: Target, release: bool) -> Step:
+def catch_up_step(replicas: list[Replica], active: Target, release: bool,
+                  triton: Mapping[str, frozenset[int]] | None = None,
+                  keep: int | None = None) -> Step:
     """Bring every replica that does not serve the settled active version (it joined
     late, restarted empty, or missed a commit) to it: build it from S3, then commit.
 
     With `release` (the version passed its window) the bases it was built from are freed.
+    `triton`: the dense versions each ready Triton server holds with the spec's config;
+    `keep`: the previous dense version, which may stay loaded until the window passes.
     """
     step = Step()
     n = active.number
@@ -304,8 +322,24 @@ def catch_up_step(replicas: list[Replica], active: Target, release: bool) -> Ste
                 step.message = f"{r.key}: {actions}"
             else:
                 step.actions += actions
+    dense = triton_behind(triton or {}, active.dense_version, None if release else keep)
+    step.actions += [TritonLoad(active.dense_version, server=s) for s in dense]
     behind = [r for r in replicas if r.active != n]
     step.done = not step.actions and not behind
     if behind:
         step.message = step.message or f"{len(behind)} replica(s) catching up to version {n}"
+    elif dense:
+        step.message = f"{len(dense)} Triton server(s) loading dense version {active.dense_version}"
     return step
+
+
+def triton_behind(servers: Mapping[str, frozenset[int]], dense: int | None,
+                  keep: int | None) -> list[str]:
+    """Ready Triton servers that do not serve `dense` with the spec's config: one that
+    started after it was loaded (a new replica, a restarted pod) serves the repository's
+    default version and config. Besides `dense`, only `keep` may be loaded: Triton
+    answers a request that names no version with the newest one it holds."""
+    if dense is None:
+        return []
+    allowed = {dense, keep} - {None}
+    return sorted(s for s, ready in servers.items() if dense not in ready or ready - allowed)

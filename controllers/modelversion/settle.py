@@ -22,7 +22,7 @@ from controllers.modelversion.actions import (
     SetPhase,
     WriteStatus,
 )
-from controllers.modelversion.plan import Step
+from controllers.modelversion.plan import WAITING_FOR_TRITON, Step
 from controllers.modelversion.window import window_end
 from recop.api.modelversion import ModelVersionStatus, Phase, ShardProgress
 from recop.api.recmodel import RollbackPolicy
@@ -72,6 +72,8 @@ def settle(name: str, status: ModelVersionStatus, step: Step, failure: str | Non
         update["message"] = failure or step.message
     if step.reason:
         update["reason"] = step.reason
+    elif status.reason == WAITING_FOR_TRITON:  # no longer waiting
+        update["reason"] = None
     events: list[Action] = []
     if step.phase is not None:
         update["phase"] = step.phase

@@ -5,7 +5,8 @@ Besides its own children, the controller watches ABTests, as a controller-runtim
 controller watches another kind and maps it to its own objects: an index of the tests'
 placements by model (what the Triton Deployments are built from), and an event handler
 that reconciles the models whose placement an ABTest changed. The ABTest controller
-never calls into this one."""
+never calls into this one. It also watches the model's pods and its failed versions:
+why replicas are not ready (controllers/recmodel/causes.py) shows in no endpoint."""
 
 from __future__ import annotations
 
@@ -18,15 +19,22 @@ from pydantic import ValidationError
 from controllers.common import labels as L
 from controllers.common import metrics
 from controllers.common.endpointslices import model_slices, ready_endpoints
-from controllers.common.fit import dense_fit_problem, shard_fit_problem
+from controllers.common.fit import refusal as fit_refusal
 from controllers.common.kube import Kube, is_subset
 from controllers.common.kubeapi import kube
 from controllers.common.nodes import parse_node
 from controllers.common.placement import PlacementOverride, override_for, placements
 from controllers.common.settings import Settings, settings_of
+from controllers.recmodel.causes import Cause, pod_causes, version_cause
 from controllers.recmodel.objects import Owner, desired_objects, shard_memory_bytes
-from controllers.recmodel.status import STATUS_MANAGER, owned_status, summarize
-from recop.api import ABTEST, RECMODEL
+from controllers.recmodel.status import (
+    MAX_CAUSES,
+    STATUS_MANAGER,
+    owned_status,
+    replicas_missing,
+    summarize,
+)
+from recop.api import ABTEST, MODELVERSION, RECMODEL
 from recop.api.common import API_VERSION, GROUP, VERSION
 from recop.api.recmodel import Phase, RecModelSpec, RecModelStatus
 
@@ -88,9 +96,8 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool,
 
     owner = Owner(name, namespace, meta["uid"])
     nodes = [parse_node(n) for n in await client.list("v1", "Node")]
-    refusal = (shard_fit_problem(spec, shard_memory_bytes(spec), nodes)
-               if spec.embedding_server.deployment == "Managed" else None) or (
-        dense_fit_problem(spec, nodes) if spec.dense.deployment == "Managed" else None)
+    refused = fit_refusal(spec, shard_memory_bytes(spec), nodes)
+    refusal_reason, refusal = refused or ("", None)
     if refusal is None:
         desired = desired_objects(owner, spec, override, operator_namespace)
         changed = await _apply(client, desired, everything=spec_changed)
@@ -100,20 +107,38 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool,
             logger.info("applied %d object(s)", changed)
             kopf.info(body, reason="Applied", message=f"{changed} object(s) created or updated")
     elif refusal != previous.conditions_message("Degraded"):
-        kopf.warn(body, reason="CannotPlace", message=refusal)
+        kopf.warn(body, reason=refusal_reason, message=refusal)
 
     by_service = await model_slices(client, namespace, name)
     shard_ready = [ready_endpoints(by_service.get(L.embedding_name(name, i), []))
                    for i in range(spec.sharding.shards)]
     triton_ready = ready_endpoints(by_service.get(L.triton_name(name), []))
     metrics.shard_ready(namespace, name, shard_ready)
+    causes = (await _causes(client, namespace, name, previous.active_version)
+              if refusal is None and replicas_missing(spec, shard_ready, triton_ready) else [])
     status = summarize(spec, name, namespace, generation, shard_ready, triton_ready,
-                       previous, refusal)
+                       previous, refusal, refusal_reason=refusal_reason, causes=causes)
+    told = " ".join(previous.conditions_message(k) for k in ("Ready", "Degraded", "Progressing"))
+    for cause in causes[:MAX_CAUSES]:
+        if cause.message not in told:
+            kopf.warn(body, reason=cause.reason, message=cause.message)
     if status.phase != previous.phase and status.phase in (Phase.READY, Phase.DEGRADED):
         post = kopf.info if status.phase == Phase.READY else kopf.warn
         post(body, reason=status.phase.value, message=status.conditions_message("Ready")
              if status.phase == Phase.READY else status.conditions_message("Degraded"))
     await _report(client, body, status)
+
+
+async def _causes(client: Kube, namespace: str, name: str, active: str | None) -> list[Cause]:
+    """Why replicas are missing: read only while some are, so a settled model costs no
+    reads here."""
+    causes = pod_causes(await client.list("v1", "Pod", namespace,
+                                          labels=L.managed_selector(name)))
+    if not active:
+        cause = version_cause(await client.list(API_VERSION, MODELVERSION.kind, namespace),
+                              name, active)
+        causes += [cause] if cause else []
+    return causes
 
 
 async def _apply(client: Kube, desired: list[dict], everything: bool) -> int:
@@ -176,8 +201,25 @@ def _on_child(group: str, version: str, plural: str) -> None:
 for _child in (("apps", "v1", "deployments"), ("policy", "v1", "poddisruptionbudgets"),
                ("", "v1", "services"), ("", "v1", "configmaps"),
                ("networking.k8s.io", "v1", "networkpolicies"),
-               ("discovery.k8s.io", "v1", "endpointslices")):
+               ("discovery.k8s.io", "v1", "endpointslices"),
+               # A container that is OOM-killed or crash-loops before it was ever ready
+               # changes no endpoint: only its pod shows it.
+               ("", "v1", "pods")):
     _on_child(*_child)
+
+
+def _failed(status, **_) -> bool:
+    return (status or {}).get("phase") in ("Failed", "RolledBack")
+
+
+@kopf.on.event(GROUP, VERSION, MODELVERSION.plural, id="recmodel-modelversion", when=_failed)
+async def on_failed_version(namespace, spec, memo, abtest_placements, logger, **_):
+    """A version that failed changes no endpoint either; while none serves, its failure
+    is why the model's servers are not ready (causes.version_cause)."""
+    model = spec.get("model")
+    if model:  # the CRD requires it; a schema older than the operator may not
+        await reconcile(namespace, model, spec_changed=False, settings=settings_of(memo),
+                        abtest_placements=abtest_placements, logger=logger)
 
 
 @kopf.index(GROUP, VERSION, ABTEST.plural, id="abtest_placements")

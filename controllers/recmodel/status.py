@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from controllers.common import labels as L
 from controllers.common.conditions import condition
+from controllers.recmodel.causes import Cause
 from controllers.recmodel.objects import TRITON_GRPC, TRITON_HTTP
 from recop.api.common import set_condition
 from recop.api.recmodel import Endpoints, Phase, RecModelSpec, RecModelStatus
@@ -15,6 +18,8 @@ OWNED_FIELDS = frozenset({"phase", "observedGeneration", "conditions", "shards",
                           "readyReplicas", "tritonReadyReplicas", "endpoints",
                           "readyGeneration"})
 OWNED_CONDITIONS = frozenset({"Ready", "Progressing", "Degraded"})
+# Causes told in a condition's message; one pod's reason usually stands for its shard's.
+MAX_CAUSES = 3
 
 
 def owned_status(status: dict) -> dict:
@@ -26,17 +31,21 @@ def owned_status(status: dict) -> dict:
 
 def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
               shard_ready: list[int], triton_ready: int, previous: RecModelStatus,
-              refusal: str | None) -> RecModelStatus:
-    """The status to report; `shard_ready[i]` counts ready replicas of shard i."""
+              refusal: str | None, *, refusal_reason: str = "CannotPlace",
+              causes: Sequence[Cause] = ()) -> RecModelStatus:
+    """The status to report; `shard_ready[i]` counts ready replicas of shard i.
+
+    `refusal`: why the controller builds no pods (`refusal_reason` names it); `causes`:
+    why replicas are not ready (controllers/recmodel/causes.py), the first naming the
+    reason of a model that is not complete and all of them told in its message."""
     want = spec.sharding.replicas_per_shard
     serving_shards = sum(1 for n in shard_ready if n > 0)
     dense_serving = spec.dense.replicas == 0 or triton_ready > 0
     serving = serving_shards == spec.sharding.shards and dense_serving and refusal is None
-    complete = serving and all(n >= want for n in shard_ready) and (
-        triton_ready >= spec.dense.replicas)
+    complete = serving and not replicas_missing(spec, shard_ready, triton_ready)
 
     if refusal:
-        phase, reason, message = Phase.FAILED, "CannotPlace", refusal
+        phase, reason, message = Phase.FAILED, refusal_reason, refusal
     elif complete:
         phase, reason, message = Phase.READY, "AllReplicasReady", (
             f"{spec.sharding.shards} shard(s) x {want} replica(s) and "
@@ -47,6 +56,10 @@ def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
     else:
         phase, reason, message = Phase.PROGRESSING, "RollingOut", _missing(
             shard_ready, want, triton_ready, spec.dense.replicas)
+    if causes and not refusal and not complete:
+        reason = causes[0].reason
+        message = "; ".join([message, *(c.message for c in causes[:MAX_CAUSES])]) + (
+            f"; and {len(causes) - MAX_CAUSES} more" if len(causes) > MAX_CAUSES else "")
 
     conditions = previous.conditions
     conditions = set_condition(conditions, condition(
@@ -78,6 +91,12 @@ def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
             triton_grpc=f"{L.triton_name(name)}.{svc}:{TRITON_GRPC}",
             triton_http=f"{L.triton_name(name)}.{svc}:{TRITON_HTTP}"),
     })
+
+
+def replicas_missing(spec: RecModelSpec, shard_ready: list[int], triton_ready: int) -> bool:
+    """Whether a shard or the dense model has fewer ready replicas than the spec asks."""
+    return (any(n < spec.sharding.replicas_per_shard for n in shard_ready)
+            or triton_ready < spec.dense.replicas)
 
 
 def _missing(shard_ready: list[int], want: int, triton_ready: int, triton_want: int) -> str:

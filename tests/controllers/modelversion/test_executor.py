@@ -61,8 +61,10 @@ def test_triton_golden_and_a_commit_that_announces(monkeypatch):
     body = {"metadata": {"name": "v2", "namespace": "ns"}}
     executor = Executor(Calls(), triton=triton, golden=golden, body=body)
     results = run(executor, TritonLoad(2, 1), GoldenCheck(),
-                  Commit("r0", 2, announce=Emit("ReplicaCaughtUp", "r0 serves v2")))
-    assert triton.log == [("load", 2, 1)] and results[1] == "passed"
+                  Commit("r0", 2, announce=Emit("ReplicaCaughtUp", "r0 serves v2")),
+                  TritonLoad(2, server="10.0.0.9:8001"))
+    assert triton.log == [("load", 2, 1, None), ("load", 2, None, "10.0.0.9:8001")]
+    assert results[1] == "passed"
     assert posted == ["ReplicaCaughtUp"]
 
 

@@ -13,7 +13,14 @@ from controllers.modelversion.actions import (
     Rollback,
     TritonLoad,
 )
-from controllers.modelversion.plan import Observed, Replica, Target, catch_up_step, plan
+from controllers.modelversion.plan import (
+    WAITING_FOR_TRITON,
+    Observed,
+    Replica,
+    Target,
+    catch_up_step,
+    plan,
+)
 from recop.api.modelversion import Phase
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -149,3 +156,45 @@ def test_window_passed_releases_the_previous_version():
                     triton_versions=frozenset({1, 2})))
     assert step.verify and step.done
     assert step.actions == [Drop("r0", 1), Drop("r1", 1), TritonLoad(2, None)]
+
+
+def test_a_version_waits_for_its_own_triton_pods_before_it_serves():
+    """No Triton pod ready yet (the model runs its own): the shards hold the version
+    loaded, nothing commits, and the status says why; a ready pod then gets the load."""
+    loaded = replicas({1: "active", 2: "ready"})
+    step = plan(obs(reps=loaded, triton_expected=True))
+    assert step.actions == [] and step.phase is None
+    assert step.reason == WAITING_FOR_TRITON and "dense version 2" in step.message
+    step = plan(obs(reps=loaded, triton_expected=True, triton_versions=frozenset()))
+    assert step.actions == [TritonLoad(2, 1)]
+    # A model whose Triton servers are External and none registered goes on without.
+    assert plan(obs(reps=loaded)).actions == [Commit("r0", 2), Commit("r1", 2)]
+    # A version with no dense version does not wait for Triton.
+    sparse = Target("v2", 2, "full", "s3://b/v2")
+    step = plan(obs(reps=loaded, me=sparse, triton_expected=True))
+    assert step.actions == [Commit("r0", 2), Commit("r1", 2)]
+
+
+def test_catch_up_loads_the_active_dense_version_on_a_late_triton_server():
+    serving = [Replica("r0", 0, 2, {2: "active"}), Replica("r1", 1, 2, {2: "active"})]
+    # A pod that started late runs the repository's default (version 2 of a repository
+    # that holds 1 and 2; the driver reports a server on the repository's config as
+    # holding nothing), one that is empty, and one that serves the active version.
+    servers = {"t0:8001": frozenset({1}), "t1:8001": frozenset(), "t2:8001": frozenset({2}),
+               "t3:8001": frozenset({1, 2})}
+    step = catch_up_step(serving, OLD_ACTIVE, release=True, triton=servers)
+    assert step.actions == [TritonLoad(1, server="t1:8001"), TritonLoad(1, server="t2:8001"),
+                            TritonLoad(1, server="t3:8001")]
+    assert not step.done and "3 Triton server(s)" in step.message
+    # In the window the previous dense version may stay loaded beside the active one.
+    step = catch_up_step(serving, OLD_ACTIVE, release=False, triton=servers, keep=2)
+    assert step.actions == [TritonLoad(1, server="t1:8001"), TritonLoad(1, server="t2:8001")]
+    caught = {"t0:8001": frozenset({1}), "t1:8001": frozenset({1})}
+    assert catch_up_step(serving, OLD_ACTIVE, release=True, triton=caught).done
+    # An active version with no dense version leaves Triton alone.
+    sparse = Target("v2", 2, "full", "s3://b/v2")
+    assert catch_up_step(serving, sparse, release=True, triton=servers).done
+
+
+# The settled active version of the catch-up tests: shard version 2 with dense version 1.
+OLD_ACTIVE = Target("v2", 2, "full", "s3://b/v2", dense_version=1)

@@ -13,7 +13,7 @@ from controllers.modelversion.actions import (
     SetPhase,
     WriteStatus,
 )
-from controllers.modelversion.plan import Step
+from controllers.modelversion.plan import WAITING_FOR_TRITON, Step
 from controllers.modelversion.settle import (
     REALTIME_POLL_SECONDS,
     WAIT_FIRST_SECONDS,
@@ -93,3 +93,17 @@ def test_the_pace_backs_off_while_waiting_and_resets_when_it_moves():
     assert pace(Next.LATER, False, WAIT_MAX_SECONDS) == (WAIT_MAX_SECONDS, WAIT_MAX_SECONDS)
     assert pace(Next.NOW, False, WAIT_MAX_SECONDS) == (0, WAIT_FIRST_SECONDS)
     assert pace(Next.LATER, True, 0.4) == (REALTIME_POLL_SECONDS, 0.4)
+
+
+def test_the_wait_for_triton_is_the_reason_only_while_it_lasts():
+    waiting = settle("v2", LOADING, Step(reason=WAITING_FOR_TRITON, message="waiting"), None,
+                     POLICY, "v1", NOW)
+    status = written(waiting)
+    assert status.reason == WAITING_FOR_TRITON and status.phase == Phase.LOADING
+    assert waiting.next == Next.LATER
+    moved = written(settle("v2", status, Step(message="committing"), None, POLICY, "v1", NOW))
+    assert moved.reason is None and moved.message == "committing"
+    # Other reasons stay until the plan gives another.
+    queued = LOADING.model_copy(update={"reason": "AdminCredentials"})
+    assert written(settle("v2", queued, Step(message="x"), None, POLICY, "v1", NOW)
+                   ).reason == "AdminCredentials"
