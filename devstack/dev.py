@@ -28,9 +28,8 @@ The demo RecModel is a production one but for where its pods go:
   CPU request and `prometheus.url`.
 
 Prometheus scrapes the pods' IPs as they were when `up` finished; the operator reads it
-at its forwarder on netns.HOST_IP. Until the ModelVersion controller loads a dense
-version on Triton servers that become ready later, `up` applies the ModelVersion once
-the Triton pod is Ready.
+at its forwarder on netns.HOST_IP. `up` applies the ModelVersion once the Triton pod is
+Ready, to time each pod's start (the controller would wait for it too: WaitingForTriton).
 """
 
 from __future__ import annotations
