@@ -8,7 +8,10 @@ where eps * (number of GPUs) < 1, so GPUs are only a tie-break between equal cor
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
 from dataclasses import dataclass
 
 import highspy
@@ -17,6 +20,26 @@ from costmodel.model import GPU_SHARE_UNITS, MILLICORES
 from costmodel.problem import Problem, Solution
 
 _MIB = 1 << 20
+
+
+def _construct_first_highs_quietly() -> None:
+    """HiGHS prints a banner on C stdout when a process builds its first instance, before any
+    option can turn it off; in the operator that line would break the one-JSON-object-per-line
+    log. So the first instance is built here, at import, with fd 1 pointed at /dev/null."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        highspy.Highs()
+        ctypes.CDLL(None).fflush(None)  # the banner may still sit in C's stdio buffer
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+_construct_first_highs_quietly()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +75,7 @@ def solve_exact(problem: Problem, warm_start: Solution | None, time_limit_s: flo
         sum(it.cores for it in items if it.baseline) + problem.move_cost * stayers
     )
 
-    s = [h.addIntegral(lb=0, ub=-(-n.free_cpu_millicores // MILLICORES), obj=1.0)
-         for n in nodes]
+    s = [h.addIntegral(lb=0, ub=-(-n.free_cpu_millicores // MILLICORES), obj=1.0) for n in nodes]
     z = {
         (n, k): h.addBinary(obj=eps) for n, node in enumerate(nodes) for k in range(node.gpu_count)
     }

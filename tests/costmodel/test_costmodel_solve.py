@@ -1,4 +1,6 @@
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -191,3 +193,15 @@ def test_slo_risk_levels():
     calm = next(r for r in placement.risks if r.model == "calm")
     assert calm.predicted_utilisation == pytest.approx(0.5)
     assert calm.saturation_qps == pytest.approx(2000)  # 0.4 cores / 0.2 core-seconds per 1k
+
+
+def test_exact_solver_writes_nothing_to_stdout():
+    # The operator's log is one JSON object per line on stdout: a banner from the C solver
+    # would break it. A fresh interpreter, since HiGHS prints only on a process's first instance.
+    script = (
+        "from costmodel import solve\n"
+        "from tests.costmodel.builders import model, node, pool\n"
+        "solve([model('a', cores=0.5), model('b', cores=0.5)], pool(node('n')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout == ""
