@@ -160,9 +160,10 @@ def test_full_update_and_a_refused_checkpoint(parts):
     cluster, servers, *_ = parts
     wait_for(lambda: status(cluster, "v1").get("verifiedAt"), timeout=30, what="v1 verified")
     apply(cluster, version("v2", f"s3://{BUCKET}/v2", dense=2))
-    wait_for(lambda: status(cluster, "v2").get("phase") == "Active", timeout=60,
-             what="v2 Active")
+    # What a pipeline that ships a checkpoint waits on: the standard conditions.
+    cluster.kubectl("-n", NS, "wait", "--for=condition=Ready", "mv/v2", "--timeout=60s")
     assert actives(servers) == {2}
+    cluster.kubectl("-n", NS, "wait", "--for=condition=Succeeded", "mv/v2", "--timeout=30s")
     wait_for(lambda: status(cluster, "v1")["phase"] == "Superseded", timeout=10,
              what="v1 Superseded")
     wait_for(lambda: dense_versions(parts[4]) == {2}, timeout=10, what="dense 1 released")
@@ -170,6 +171,13 @@ def test_full_update_and_a_refused_checkpoint(parts):
     failed = wait_for(lambda: status(cluster, "bad").get("phase") == "Failed"
                       and status(cluster, "bad"), timeout=60, what="bad refused")
     assert failed["reason"] == "ValidationFailed" and "above" in failed["message"]
+    conditions = {c["type"]: c for c in failed["conditions"]}
+    assert conditions["Failed"]["status"] == "True", conditions
+    assert conditions["Failed"]["reason"] == "ValidationFailed"
+    assert conditions["Ready"]["status"] == conditions["Succeeded"]["status"] == "False"
+    assert failed["observedGeneration"] == 1
+    assert {c["type"]: c["status"] for c in status(cluster, "v1")["conditions"]} == {
+        "Ready": "False", "Succeeded": "True", "Failed": "False"}
     assert actives(servers) == {2}
 
 

@@ -5,6 +5,7 @@ lastCleanVersion). Each is a server-side apply under one field manager."""
 from __future__ import annotations
 
 from controllers.common.kube import Kube
+from controllers.modelversion.conditions import with_lifecycle
 from recop.api import MODELVERSION, RECMODEL
 from recop.api.common import API_VERSION
 from recop.api.modelversion import ModelVersionStatus, Phase
@@ -13,9 +14,11 @@ STATUS_MANAGER = "recop-modelversion"
 
 
 async def write_status(client: Kube, body: dict, status: ModelVersionStatus) -> None:
-    """Apply `status` to the ModelVersion `body`, unless that is what it holds already."""
+    """Apply `status` to the ModelVersion `body`, with the lifecycle conditions its phase
+    implies, unless that is what it holds already."""
+    meta = body["metadata"]
+    status = with_lifecycle(status, body["spec"]["kind"], meta.get("generation"))
     if status.to_wire() != (body.get("status") or {}):
-        meta = body["metadata"]
         await client.apply_status(API_VERSION, MODELVERSION.kind, meta["namespace"],
                                   meta["name"], status.to_wire(), STATUS_MANAGER)
 
