@@ -3,7 +3,9 @@
 Embedding server processes read the RecModel's topic (one partition per shard) on top of
 the active full version; a realtime ModelVersion reports the stream's lag, applied and
 malformed counts and freshness in its status, and turns Degraded (with an Event) when
-malformed messages flood the stream, then healthy again when they stop.
+malformed messages flood the stream, then healthy again when they stop. Deltas published
+long before they land break the RecModel's freshness objective: the model turns Degraded
+for its window, and healthy again once fresh deltas flow.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ NS = "e2e-realtime"
 BUCKET = "recop-e2e-rt"
 SHARDS = 2
 DIM = 8
+# The realtime version looks every 5 s: a 5 s window breaches on its second look.
+OBJECTIVE = {"p99": "2s", "window": "5s"}
 
 
 def apply(cluster, obj: dict) -> None:
@@ -37,13 +41,17 @@ def apply(cluster, obj: dict) -> None:
                     input=json.dumps(obj))
 
 
-def produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes]]) -> None:
+def produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes]],
+            published_ms: int | None = None) -> None:
+    """Send `messages`; `published_ms` backdates their publish time (Kafka's CreateTime),
+    which is what freshness is measured from."""
     async def send():
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
         await producer.start()
         try:
             for partition, payload in messages:
-                await producer.send(topic, payload, partition=partition)
+                await producer.send(topic, payload, partition=partition,
+                                    timestamp_ms=published_ms)
             await producer.flush()
         finally:
             await producer.stop()
@@ -73,7 +81,7 @@ def stream(cluster):
         apply(cluster, external_model(
             NS, "feed", [{"name": "user", "dimension": DIM, "rows": 1000}], SHARDS, BUCKET,
             s3.endpoint, stream={"brokers": [kafka.bootstrap], "topic": topic,
-                                 "maxLagSeconds": 30}))
+                                 "freshnessObjective": OBJECTIVE}))
         for proc in servers.processes:
             apply(cluster, shard_slice(NS, "feed", proc.shard_index, {
                 "lookup": proc.lookup_port, "admin": proc.admin_port}))
@@ -144,3 +152,46 @@ def test_a_malformed_flood_sets_degraded_and_clears_when_it_stops(stream):
     wait_for(lambda: degraded(cluster, "v1-live").get("status") == "False", timeout=60,
              what="healthy again once only good deltas flow")
     assert sum(p.admin.status().realtime.malformed for p in servers.processes) == 200
+
+
+def model_status(cluster) -> dict:
+    return get_json(cluster, "-n", NS, "recmodel", "feed").get("status", {})
+
+
+def model_degraded(cluster) -> dict:
+    return next((c for c in model_status(cluster).get("conditions", [])
+                 if c["type"] == "Degraded"), {})
+
+
+def test_stale_deltas_break_the_freshness_objective_and_it_recovers(stream):
+    cluster, _, kafka, topic = stream
+    wait_for(lambda: model_status(cluster).get("freshness"), timeout=30,
+             what="freshness reported on the RecModel")
+    assert model_degraded(cluster).get("status") == "False", model_status(cluster)
+    ids = np.arange(2, 1000, 13, dtype=np.int64)
+    produce(kafka.bootstrap, topic,
+            encode_by_shard("user", ids, np.full((len(ids), DIM), 7.0), SHARDS),
+            published_ms=int(time.time() * 1000) - 20_000)
+    condition = wait_for(lambda: model_degraded(cluster).get("status") == "True"
+                         and model_degraded(cluster), timeout=60,
+                         what="the RecModel Degraded for its freshness")
+    assert condition["reason"] == "FreshnessObjectiveBreached", condition
+    freshness = model_status(cluster)["freshness"]
+    print(f"freshness in the RecModel's status: {freshness}")
+    assert freshness["breached"] and freshness["p99Seconds"] >= 19
+    assert freshness["objectiveP99Seconds"] == 2 and freshness["version"] == "v1-live"
+    assert model_status(cluster)["phase"] == "Degraded"
+    assert degraded(cluster, "v1-live")["reason"] == "FreshnessObjectiveBreached"
+    warnings = {(e["involvedObject"]["kind"], e["reason"]) for e in get_json(
+        cluster, "-n", NS, "events")["items"] if e["type"] == "Warning"}
+    assert {("RecModel", "Degraded"),
+            ("ModelVersion", "FreshnessObjectiveBreached")} <= warnings, warnings
+    # The stale deltas age out of what the replicas report; fresh ones keep flowing.
+    deadline = time.monotonic() + 90
+    while model_degraded(cluster).get("status") != "False":
+        assert time.monotonic() < deadline, model_status(cluster)
+        produce(kafka.bootstrap, topic,
+                encode_by_shard("user", ids, np.full((len(ids), DIM), 8.0), SHARDS))
+        time.sleep(2)
+    assert not model_status(cluster)["freshness"]["breached"]
+    assert model_status(cluster)["phase"] == "Ready"

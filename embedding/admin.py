@@ -181,7 +181,7 @@ class AdminService(rpc.EmbeddingAdminServicer):
                 error=v.error, uri=v.uri, base_version=v.base_version))
         realtime = pb.RealtimeStatus(enabled=False)
         if self.realtime is not None:
-            p50, p99 = self.realtime.freshness_quantiles()
+            p50, p99 = self.realtime.freshness.quantiles()
             realtime = pb.RealtimeStatus(
                 enabled=True, topic=self.realtime.topic, assigned=self.realtime.assigned,
                 lag=self.realtime.lag, applied=self.realtime.applied,

@@ -129,6 +129,33 @@ def _sasl_options(auth: StreamAuth) -> dict:
             "sasl_plain_password": auth.password}
 
 
+# A replica reports freshness over the deltas it applied this recently, so a burst of
+# late deltas ages out instead of holding the p99 up until thousands of newer ones came.
+FRESHNESS_SPAN_SECONDS = 30.0
+
+
+class RecentFreshness:
+    """Publish-to-visible times of the deltas applied in the last `span` seconds."""
+
+    def __init__(self, span: float = FRESHNESS_SPAN_SECONDS, limit: int = 10_000) -> None:
+        self.span = span
+        self._samples: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=limit)
+
+    def add(self, seconds: float, now: float | None = None) -> None:
+        self._samples.append((time.monotonic() if now is None else now, seconds))
+
+    def quantiles(self, now: float | None = None) -> tuple[float, float]:
+        """(p50, p99) of the recent deltas; (0, 0) when none arrived recently."""
+        horizon = (time.monotonic() if now is None else now) - self.span
+        while self._samples and self._samples[0][0] < horizon:
+            self._samples.popleft()
+        if not self._samples:
+            return 0.0, 0.0
+        p50, p99 = np.percentile(np.fromiter((s for _, s in self._samples), float), [50, 99])
+        return float(p50), float(p99)
+
+
 class RealtimeConsumer:
     """Consumes the delta topic and applies batches in order, off the event loop."""
 
@@ -148,13 +175,7 @@ class RealtimeConsumer:
         # Past these, a record is new to this process: replays neither recount nor re-log.
         self._seen: Position = {}
         self._counted: Position = {}
-        self._freshness: collections.deque[float] = collections.deque(maxlen=10_000)
-
-    def freshness_quantiles(self) -> tuple[float, float]:
-        if not self._freshness:
-            return 0.0, 0.0
-        p50, p99 = np.percentile(np.fromiter(self._freshness, float), [50, 99])
-        return float(p50), float(p99)
+        self.freshness = RecentFreshness()
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -254,7 +275,7 @@ class RealtimeConsumer:
         for record in records:
             if (record.partition, record.offset) in counted:
                 fresh = max(0.0, (now_ms - record.timestamp) / 1000.0)
-                self._freshness.append(fresh)
+                self.freshness.add(fresh)
                 self.metrics.realtime_freshness.observe(fresh)
         self.applied += len(new)
         self.metrics.realtime_applied.inc(len(new))

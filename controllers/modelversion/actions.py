@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from recop.api.modelversion import ModelVersionStatus, Phase
+from recop.api.recmodel import Freshness
 
 
 class _Verb:
@@ -128,7 +129,17 @@ class WriteStatus(_Verb):
     status: ModelVersionStatus
 
 
+@dataclass(frozen=True)
+class ReportFreshness(_Verb):
+    """The RecModel's status.freshness, as the realtime version measures it (None:
+    removed, once no realtime version applies the stream)."""
+
+    verb: ClassVar[str] = "report_freshness"
+    freshness: Freshness | None
+
+
 ServerAction = LoadFull | ApplyIncremental | Commit | Rollback | Drop
-Action = ServerAction | TritonLoad | GoldenCheck | PointModel | SetPhase | Emit | WriteStatus
+Action = (ServerAction | TritonLoad | GoldenCheck | PointModel | SetPhase | Emit | WriteStatus
+          | ReportFreshness)
 # Actions that only start work on the servers: it finishes later, so the drive waits.
 LOADS = (LoadFull, ApplyIncremental)

@@ -49,7 +49,7 @@ from controllers.modelversion.window import breach, watching
 from recop.api import MODELVERSION, RECMODEL
 from recop.api.common import API_VERSION
 from recop.api.modelversion import ModelVersionSpec, ModelVersionStatus, Phase
-from recop.api.recmodel import RecModelSpec, RollbackPolicy
+from recop.api.recmodel import FreshnessObjective, RecModelSpec, RollbackPolicy
 
 LOG = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ async def _pass(run: Executor, spec: ModelVersionSpec, status: ModelVersionStatu
     if model_body is None:
         return hold(status, message=f"waiting for RecModel {spec.model}")
     model = RecModelSpec.model_validate(model_body["spec"])
-    active_name = (model_body.get("status") or {}).get("activeVersion")
+    model_status = model_body.get("status") or {}
+    active_name = model_status.get("activeVersion")
     if status.phase == Phase.PENDING:
         others = await client.list(API_VERSION, MODELVERSION.kind, namespace)
         return admit(run.body, others, spec, status, active_name, _now())
@@ -112,12 +113,14 @@ async def _pass(run: Executor, spec: ModelVersionSpec, status: ModelVersionStatu
     except SecretError as err:
         return hold(status, reason="AdminCredentials", message=str(err))
     if spec.kind == "realtime":
-        ended = realtime.superseded(status, spec.base_version, active_name)
+        name, reported = run.body["metadata"]["name"], model_status.get("freshness")
+        ended = realtime.superseded(status, name, spec.base_version, active_name, reported)
         if ended:
             return ended
         found = await discover(client, namespace, spec.model, model)
         _, reports = await run.admin.observe(found.admin)
-        return realtime.report(status, reports, model.stream.max_lag_seconds)
+        objective = model.stream.freshness_objective if model.stream else FreshnessObjective()
+        return realtime.report(status, name, reports, objective, reported, _now())
     return await _update(run, spec, status, model, active_name, prometheus_url, logger)
 
 

@@ -21,6 +21,7 @@ from controllers.modelversion.actions import (
     GoldenCheck,
     LoadFull,
     PointModel,
+    ReportFreshness,
     Rollback,
     SetPhase,
     TritonLoad,
@@ -72,6 +73,9 @@ class Executor:
             case PointModel(active, clean):
                 await pointers.set_model(self._need(self.client), self._namespace(),
                                          self._need(self.model), active=active, clean=clean)
+            case ReportFreshness(freshness):
+                await pointers.set_freshness(self._need(self.client), self._namespace(),
+                                             self._need(self.model), freshness)
             case SetPhase(version, phase):
                 await pointers.set_phase(self._need(self.client), self._namespace(),
                                          version, phase)

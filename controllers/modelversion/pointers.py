@@ -1,6 +1,7 @@
 """The ModelVersion controller's writes to the API: a version's own status, another
-version's phase, and the RecModel status fields it owns (activeVersion,
-lastCleanVersion). Each is a server-side apply under one field manager."""
+version's phase, and the RecModel status fields it owns (activeVersion and
+lastCleanVersion under one field manager, freshness under another). Each is a
+server-side apply."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from controllers.modelversion.conditions import with_lifecycle
 from recop.api import MODELVERSION, RECMODEL
 from recop.api.common import API_VERSION
 from recop.api.modelversion import ModelVersionStatus, Phase
+from recop.api.recmodel import Freshness
 
 STATUS_MANAGER = "recop-modelversion"
+# Its own manager: applying the pointers without it must not remove it, and removing it
+# (an empty apply) must not touch the pointers.
+FRESHNESS_MANAGER = "recop-modelversion-freshness"
 
 
 async def write_status(client: Kube, body: dict, status: ModelVersionStatus) -> None:
@@ -36,6 +41,13 @@ async def set_model(client: Kube, namespace: str, model: str, active: str | None
     wire = {k: v for k, v in wire.items() if v}
     await client.apply_status(API_VERSION, RECMODEL.kind, namespace, model, wire,
                               STATUS_MANAGER)
+
+
+async def set_freshness(client: Kube, namespace: str, model: str,
+                        freshness: Freshness | None) -> None:
+    wire = {"freshness": freshness.to_wire()} if freshness else {}
+    await client.apply_status(API_VERSION, RECMODEL.kind, namespace, model, wire,
+                              FRESHNESS_MANAGER)
 
 
 async def set_phase(client: Kube, namespace: str, name: str, phase: Phase) -> None:

@@ -32,10 +32,11 @@ from controllers.recmodel.status import (
     STATUS_MANAGER,
     owned_status,
     replicas_missing,
+    shows_freshness_breach,
     summarize,
 )
 from recop.api import ABTEST, MODELVERSION, RECMODEL
-from recop.api.common import API_VERSION, GROUP, VERSION
+from recop.api.common import API_VERSION, GROUP, VERSION, parse_duration
 from recop.api.recmodel import Phase, RecModelSpec, RecModelStatus
 
 RESOURCE = (GROUP, VERSION, RECMODEL.plural)
@@ -114,6 +115,8 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool,
                    for i in range(spec.sharding.shards)]
     triton_ready = ready_endpoints(by_service.get(L.triton_name(name), []))
     metrics.shard_ready(namespace, name, shard_ready)
+    metrics.freshness_objective(namespace, name, parse_duration(
+        spec.stream.freshness_objective.p99) if spec.stream else None)
     causes = (await _causes(client, namespace, name, previous.active_version)
               if refusal is None and replicas_missing(spec, shard_ready, triton_ready) else [])
     status = summarize(spec, name, namespace, generation, shard_ready, triton_ready,
@@ -206,6 +209,20 @@ for _child in (("apps", "v1", "deployments"), ("policy", "v1", "poddisruptionbud
                # changes no endpoint: only its pod shows it.
                ("", "v1", "pods")):
     _on_child(*_child)
+
+
+def _freshness_untold(status, **_) -> bool:
+    status = status or {}
+    breached = bool((status.get("freshness") or {}).get("breached"))
+    return breached != shows_freshness_breach(status)
+
+
+@kopf.on.event(*RESOURCE, id="recmodel-freshness", when=_freshness_untold)
+async def on_freshness(namespace, name, memo, abtest_placements, logger, **_):
+    """The realtime version reported a freshness breach, or its end, that the model's
+    conditions do not show yet (it changes no child object)."""
+    await reconcile(namespace, name, spec_changed=False, settings=settings_of(memo),
+                    abtest_placements=abtest_placements, logger=logger)
 
 
 def _failed(status, **_) -> bool:

@@ -9,7 +9,14 @@ from controllers.common.conditions import condition
 from controllers.recmodel.causes import Cause
 from controllers.recmodel.objects import TRITON_GRPC, TRITON_HTTP
 from recop.api.common import set_condition
-from recop.api.recmodel import Endpoints, Phase, RecModelSpec, RecModelStatus
+from recop.api.recmodel import (
+    FRESHNESS_BREACHED,
+    Endpoints,
+    Freshness,
+    Phase,
+    RecModelSpec,
+    RecModelStatus,
+)
 
 # The RecModel controller's share of the status; the ModelVersion controller owns the
 # version fields (activeVersion, lastCleanVersion) and its own conditions.
@@ -56,6 +63,9 @@ def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
     else:
         phase, reason, message = Phase.PROGRESSING, "RollingOut", _missing(
             shard_ready, want, triton_ready, spec.dense.replicas)
+    breach = freshness_breach(previous.freshness)
+    if phase == Phase.READY and breach:
+        phase, reason, message = Phase.DEGRADED, FRESHNESS_BREACHED, breach
     if causes and not refusal and not complete:
         reason = causes[0].reason
         message = "; ".join([message, *(c.message for c in causes[:MAX_CAUSES])]) + (
@@ -91,6 +101,23 @@ def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
             triton_grpc=f"{L.triton_name(name)}.{svc}:{TRITON_GRPC}",
             triton_http=f"{L.triton_name(name)}.{svc}:{TRITON_HTTP}"),
     })
+
+
+def freshness_breach(freshness: Freshness | None) -> str | None:
+    """Why the model is Degraded for its freshness (reported by its realtime version)."""
+    if freshness is None or not freshness.breached:
+        return None
+    since = f" since {freshness.over_since:%Y-%m-%dT%H:%M:%SZ}" if freshness.over_since else ""
+    return (f"freshness p99 {freshness.p99_seconds:.2g}s is over the objective of "
+            f"{freshness.objective_p99_seconds:.2g}s{since} (ModelVersion "
+            f"{freshness.version})")
+
+
+def shows_freshness_breach(status: dict) -> bool:
+    """Whether a RecModel's Degraded condition tells the freshness breach."""
+    return any(c.get("type") == "Degraded" and c.get("status") == "True"
+               and c.get("reason") == FRESHNESS_BREACHED
+               for c in status.get("conditions") or [])
 
 
 def replicas_missing(spec: RecModelSpec, shard_ready: list[int], triton_ready: int) -> bool:

@@ -111,6 +111,8 @@ class RealtimeProgress(ApiModel):
     malformed: int = Field(default=0, ge=0, description="Messages skipped as malformed.")
     freshness_p50_seconds: float = Field(default=0, ge=0)
     freshness_p99_seconds: float = Field(default=0, ge=0)
+    over_objective_since: datetime | None = Field(default=None, description=(
+        "Since when the p99 has been over the RecModel's freshness objective."))
 
 
 class GoldenSetResult(ApiModel):

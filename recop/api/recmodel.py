@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -203,6 +204,17 @@ class StreamAuth(ApiModel):
         "PLAIN passwords in the clear."))
 
 
+class FreshnessObjective(ApiModel):
+    """How fresh a model's rows must be: publish-to-visible, from a delta's timestamp in
+    the stream to lookups returning it, as the shards measure it."""
+
+    p99: Duration = Field(default="30s", description=(
+        "Largest allowed p99 of publish-to-visible over the shards' recent deltas."))
+    window: Duration = Field(default="1m", description=(
+        "How long the p99 must stay over the objective before the model turns Degraded "
+        "(with an Event); shorter excursions only show in status.freshness."))
+
+
 class Stream(ApiModel):
     """The message queue carrying real-time row deltas (Kafka protocol)."""
 
@@ -210,8 +222,7 @@ class Stream(ApiModel):
         pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$", max_length=260)]] = Field(
         min_length=1, max_length=16, description="host:port of the bootstrap brokers.")
     topic: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
-    max_lag_seconds: int = Field(default=30, ge=1, le=86400, description=(
-        "Freshness past which the model is marked Degraded."))
+    freshness_objective: FreshnessObjective = Field(default_factory=FreshnessObjective)
     auth: StreamAuth | None = Field(default=None, description=(
         "SASL authentication; unset: the embedding servers connect in PLAINTEXT."))
 
@@ -271,6 +282,24 @@ class Endpoints(ApiModel):
     triton_http: str | None = None
 
 
+# The reason a model is Degraded while status.freshness says the objective is breached.
+FRESHNESS_BREACHED = "FreshnessObjectiveBreached"
+
+
+class Freshness(ApiModel):
+    """The stream's freshness against spec.stream.freshnessObjective, reported by the
+    realtime ModelVersion that applies it (and gone when none does)."""
+
+    version: Name = Field(description="The realtime ModelVersion measuring it.")
+    p99_seconds: float = Field(ge=0, description=(
+        "Publish-to-visible p99 on the worst shard replica, over its recent deltas."))
+    objective_p99_seconds: float = Field(ge=0)
+    over_since: datetime | None = Field(default=None, description=(
+        "Since when the p99 has been over the objective; unset while it meets it."))
+    breached: bool = Field(default=False, description=(
+        "Over the objective for the objective's window or longer: the model is Degraded."))
+
+
 class RecModelStatus(ApiModel):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
@@ -286,6 +315,7 @@ class RecModelStatus(ApiModel):
     ready_generation: int | None = Field(default=None, description=(
         "The generation at which every replica was last ready: below it a shortfall is a "
         "rollout (Progressing), at it a loss (Degraded)."))
+    freshness: Freshness | None = None
 
     def conditions_message(self, kind: str) -> str:
         return next((c.message for c in self.conditions if c.type == kind), "")

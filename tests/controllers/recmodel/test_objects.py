@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -19,10 +21,10 @@ from controllers.recmodel.objects import (
     shard_memory_bytes,
     triton_deployment,
 )
-from controllers.recmodel.status import summarize
+from controllers.recmodel.status import shows_freshness_breach, summarize
 from embedding.config import LIVENESS_HEALTH_SERVICE, LOOKUP_HEALTH_SERVICE
 from recop.api.common import PodPlacement
-from recop.api.recmodel import InstanceGroup, Phase, RecModelSpec, RecModelStatus
+from recop.api.recmodel import Freshness, InstanceGroup, Phase, RecModelSpec, RecModelStatus
 from recop.quantity import parse
 from tests.examples import EXAMPLES
 
@@ -198,6 +200,34 @@ def test_status_reports_a_refusal_as_failed():
     status = summarize(example_spec(), "m", "ns", 1, [0] * 8, 0, RecModelStatus(), "too big")
     assert status.phase == Phase.FAILED
     assert status.conditions_message("Degraded") == "too big"
+
+
+def test_a_breached_freshness_objective_degrades_a_ready_model_until_it_is_met():
+    spec = example_spec()
+    ready = summarize(spec, "m", "ns", 3, [2] * 8, 2, RecModelStatus(), None)
+    since = datetime(2026, 12, 3, 6, 0, tzinfo=UTC)
+    over = Freshness(version="m-live", p99_seconds=4.2, objective_p99_seconds=1,
+                     over_since=since)
+    assert not shows_freshness_breach(ready.to_wire())
+    ready = ready.model_copy(update={"freshness": over})  # over, not yet for the window
+    assert summarize(spec, "m", "ns", 3, [2] * 8, 2, ready, None).phase == Phase.READY
+    breached = ready.model_copy(update={"freshness": over.model_copy(
+        update={"breached": True})})
+    status = summarize(spec, "m", "ns", 3, [2] * 8, 2, breached, None)
+    assert status.phase == Phase.DEGRADED
+    conditions = {c.type: c for c in status.conditions}
+    assert conditions["Ready"].status == "True"  # it still serves
+    assert conditions["Degraded"].reason == "FreshnessObjectiveBreached"
+    assert conditions["Degraded"].message == (
+        "freshness p99 4.2s is over the objective of 1s since 2026-12-03T06:00:00Z "
+        "(ModelVersion m-live)")
+    assert shows_freshness_breach(status.to_wire())
+    # Replicas missing are told first: that is what to fix.
+    short = summarize(spec, "m", "ns", 3, [2] * 7 + [1], 2, status, None)
+    assert {c.type: c for c in short.conditions}["Degraded"].reason == "ReplicasMissing"
+    healthy = summarize(spec, "m", "ns", 3, [2] * 8, 2,
+                        status.model_copy(update={"freshness": None}), None)
+    assert healthy.phase == Phase.READY and not shows_freshness_breach(healthy.to_wire())
 
 
 def _with_server(**changes) -> RecModelSpec:
