@@ -140,6 +140,8 @@ def model_tree(model: dict, versions: list[dict], pods: list[dict]) -> dict:
         "readyShards": status.get("readyShards"), "shards": spec["sharding"]["shards"],
         "activeNumber": active_entry["number"] if active_entry else None,
         "freshnessP99Seconds": freshness,
+        "freshnessObjectiveSeconds": (status.get("freshness") or {}).get(
+            "objectiveP99Seconds"),
         "versions": ordered,
         "shardReplicas": [{"shard": i, "replicas": shards[i]} for i in sorted(shards)],
         "triton": triton,
@@ -194,6 +196,8 @@ def render_tree(tree: dict, colour: bool) -> str:
             f"last clean {tree['lastCleanVersion'] or '-'}")
     if tree["freshnessP99Seconds"] is not None:
         head += f"  freshness p99 {tree['freshnessP99Seconds']:.3g}s"
+        if tree["freshnessObjectiveSeconds"] is not None:
+            head += f" (objective {tree['freshnessObjectiveSeconds']:.3g}s)"
     versions = []
     for v in tree["versions"]:
         line = (f"{v['name']}  {v['kind']}  {paint(v['phase'], v['phase'], colour)}"

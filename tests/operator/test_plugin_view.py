@@ -134,3 +134,13 @@ def test_promote_and_abort_move_all_traffic_and_keep_the_arms():
     assert view.weights_for(test, None)["spec"]["baseline"] == {"weight": 100}
     with pytest.raises(ValueError, match="no arm 'c' \\(arms: a, b\\)"):
         view.weights_for(test, "c")
+
+
+def test_tree_shows_the_streams_freshness_against_its_objective():
+    live = version("v2-live", "2026-01-02T01:00:00Z", "Active", kind="realtime",
+                   realtime={"freshnessP99Seconds": 0.042})
+    tree = view.model_tree(model(activeVersion="v2", freshness={
+        "version": "v2-live", "p99Seconds": 0.042, "objectiveP99Seconds": 1.0}),
+        [*VERSIONS, live], PODS)
+    assert tree["freshnessObjectiveSeconds"] == 1.0
+    assert "freshness p99 0.042s (objective 1s)" in view.render_tree(tree, colour=False)
