@@ -16,6 +16,7 @@ import controllers.recmodel.handlers  # noqa: F401  (registers the RecModel hand
 from controllers.common import kubeapi
 
 PREFIX = "recop.dev"
+PEERING_LIFETIME_SECONDS = 13
 
 
 @kopf.on.startup()
@@ -29,6 +30,10 @@ async def configure(settings: kopf.OperatorSettings, **_):
     settings.posting.level = logging.INFO
     settings.peering.name = "recop"
     settings.peering.mandatory = False
+    # A replica is presumed dead this long after its last keep-alive (Kopf renews every
+    # lifetime - 5..10 s): a standby acts within about 13 s of the leader's death, as
+    # with controller-runtime's 15 s leader lease, instead of Kopf's default 60 s.
+    settings.peering.lifetime = PEERING_LIFETIME_SECONDS
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
 
