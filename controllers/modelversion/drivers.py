@@ -62,6 +62,11 @@ async def discover(kube: Kube, namespace: str, model: str, spec: RecModelSpec) -
                      slice_addresses(by_service.get(L.triton_name(model), []), "grpc", 8001))
 
 
+# A replica's Status answers in milliseconds; one that takes longer is treated as
+# unreachable for this pass (the next pass asks again).
+STATUS_DEADLINE_SECONDS = 5
+
+
 class Admin:
     """The embedding servers' admin API over grpc.aio, one channel per address, carrying
     the model's admin token (and speaking TLS) when its spec sets `adminAuth`."""
@@ -95,25 +100,32 @@ class Admin:
             await stub.channel.close()
 
     async def observe(self, shards: dict[int, list[str]]) -> tuple[list[Replica], list]:
-        """Every reachable replica's versions, and their realtime reports."""
+        """Every reachable replica's versions, and their realtime reports: all replicas
+        asked at once, under one deadline, so a pass costs one round trip however many
+        replicas there are, and a hung one costs at most the deadline."""
+        asked = [(shard, address) for shard, addresses in shards.items()
+                 for address in addresses]
+        for shard, address in asked:
+            self._shard[address] = shard
+        replies = await asyncio.gather(*(
+            self.stub(address).Status(pb.StatusRequest(), timeout=STATUS_DEADLINE_SECONDS)
+            for _, address in asked), return_exceptions=True)
         replicas, realtime = [], []
-        for shard, addresses in shards.items():
-            for address in addresses:
-                self._shard[address] = shard
-                try:
-                    reply = await self.stub(address).Status(pb.StatusRequest(), timeout=5)
-                except grpc.aio.AioRpcError:
-                    continue  # an unreachable replica is not counted as holding anything
-                replicas.append(Replica(
-                    address, shard, reply.active_version,
-                    {v.version: v.state for v in reply.versions},
-                    {v.version: v.progress for v in reply.versions},
-                    {v.version: v.error for v in reply.versions}))
-                rt = reply.realtime
-                realtime.append({"enabled": rt.enabled, "lag": rt.lag, "applied": rt.applied,
-                                 "malformed": rt.malformed,
-                                 "freshness_p50_seconds": rt.freshness_p50_seconds,
-                                 "freshness_p99_seconds": rt.freshness_p99_seconds})
+        for (shard, address), reply in zip(asked, replies, strict=True):
+            if isinstance(reply, grpc.aio.AioRpcError):
+                continue  # an unreachable replica is not counted as holding anything
+            if isinstance(reply, BaseException):
+                raise reply
+            replicas.append(Replica(
+                address, shard, reply.active_version,
+                {v.version: v.state for v in reply.versions},
+                {v.version: v.progress for v in reply.versions},
+                {v.version: v.error for v in reply.versions}))
+            rt = reply.realtime
+            realtime.append({"enabled": rt.enabled, "lag": rt.lag, "applied": rt.applied,
+                             "malformed": rt.malformed,
+                             "freshness_p50_seconds": rt.freshness_p50_seconds,
+                             "freshness_p99_seconds": rt.freshness_p99_seconds})
         return replicas, realtime
 
     # Loads only start on the server (it reports their progress in Status), so every

@@ -6,12 +6,15 @@ it, and a rollback served from memory (S3 is stopped first, so a reload would fa
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
+from controllers.modelversion import drivers
 from controllers.modelversion.actions import Commit, Drop, Rollback
 from controllers.modelversion.drivers import Admin
 from controllers.modelversion.executor import Executor
@@ -133,3 +136,31 @@ def test_full_then_incremental_then_rollback_from_memory(parts):
     assert {type(a) for a in taken} == {Rollback, Drop}
     assert all(3 not in {v.version for v in p.admin.status().versions}
                for p in cluster.processes)
+
+
+def test_hung_replicas_cost_one_deadline_not_one_each(parts, monkeypatch):
+    """Replicas are asked at once: three that do not answer (SIGSTOPped) hold the pass
+    for one deadline, not three, and the one that answers is still seen."""
+    _, _, cluster = parts
+    monkeypatch.setattr(drivers, "STATUS_DEADLINE_SECONDS", 1)
+    shards = {s: [f"127.0.0.1:{p.admin_port}" for p in cluster.processes if p.shard_index == s]
+              for s in range(SHARDS)}
+    hung = [p.process.proc.pid for p in cluster.processes[1:]]
+    for pid in hung:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        async def observe():
+            admin = Admin()
+            try:
+                started = time.monotonic()
+                replicas, _ = await admin.observe(shards)
+                return replicas, time.monotonic() - started
+            finally:
+                await admin.close()
+
+        replicas, took = asyncio.run(observe())
+    finally:
+        for pid in hung:
+            os.kill(pid, signal.SIGCONT)
+    assert [r.key for r in replicas] == [f"127.0.0.1:{cluster.processes[0].admin_port}"]
+    assert took < 2.5, took  # asked one after another, it would take 3 s
