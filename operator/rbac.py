@@ -31,13 +31,14 @@ class Rule:
 
 
 # Server-side apply of an object that does not exist yet is a PATCH that the API server
-# authorizes twice: as patch, and as create.
-OWNED = ("get", "list", "watch", "create", "patch", "delete")
+# authorizes twice: as patch, and as create. No get: reconciles read children from the
+# indexes on Kopf's watches (controllers/recmodel/cache.py).
+OWNED = ("list", "watch", "create", "patch", "delete")
 
 RULES: tuple[Rule, ...] = (
     Rule(GROUP, (RECMODEL.plural,), ("get", "list", "watch", "patch"),
          "Kopf watches RecModels and patches their annotations (progress, diff-base); "
-         "controllers/recmodel.reconcile re-reads the model it reconciles"),
+         "a ModelVersion's drive reads its model each pass"),
     Rule(GROUP, (f"{RECMODEL.plural}/status",), ("patch",),
          "controllers/recmodel._report and the ModelVersion controller apply their parts of "
          "the status subresource (server-side apply is a PATCH)"),
@@ -63,13 +64,13 @@ RULES: tuple[Rule, ...] = (
     Rule("networking.k8s.io", ("networkpolicies",), OWNED,
          "RecModel children: the embedding servers' admin port only from the operator"),
     Rule("discovery.k8s.io", ("endpointslices",), ("list", "watch"),
-         "status from discovery: Kopf watches slices, reconcile lists a model's slices"),
+         "status from discovery: Kopf watches and indexes slices; a ModelVersion's drive "
+         "lists its model's slices to find the servers"),
     Rule("", ("pods",), ("list", "watch"),
-         "controllers/recmodel watches a model's pods and lists them while replicas are "
-         "missing, to say why (OOMKilled, CrashLoopBackOff, Unschedulable)"),
-    Rule("", ("nodes",), ("list",),
-         "controllers/recmodel._reconcile lists nodes for the fit checks "
-         "(controllers/common/fit)"),
+         "controllers/recmodel watches and indexes a model's pods, to say why replicas "
+         "are missing (OOMKilled, CrashLoopBackOff, Unschedulable)"),
+    Rule("", ("nodes",), ("list", "watch"),
+         "controllers/recmodel indexes nodes for the fit checks (controllers/common/fit)"),
     Rule("", ("events",), ("create",),
          "kopf.info/kopf.warn post Events (Applied, CannotPlace, Ready, ...)"),
     Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"),

@@ -21,6 +21,10 @@ FIELD_MANAGER = "recop"
 
 WRITES = Counter("recop_kube_writes_total", "Writes the operator sent to the API server",
                  ["verb", "kind"])
+# Reads this client sends; Kopf's own watches (and the indexes built on them) are not
+# counted here.
+READS = Counter("recop_kube_reads_total", "Reads the operator sent to the API server",
+                ["verb", "kind"])
 
 # Plural and scope of every kind RecOp reads or writes; a static table keeps the
 # operator free of discovery calls.
@@ -109,6 +113,7 @@ class Kube:
 
     async def get(self, api_version: str, kind: str, namespace: str | None,
                   name: str) -> dict | None:
+        READS.labels("get", kind).inc()
         try:
             return await self._call("GET", path(api_version, kind, namespace, name))
         except ApiException as exc:
@@ -118,6 +123,7 @@ class Kube:
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None,
                    labels: str | None = None) -> list[dict]:
+        READS.labels("list", kind).inc()
         query = [("labelSelector", labels)] if labels else []
         result = await self._call("GET", path(api_version, kind, namespace), query=query)
         return result.get("items", [])

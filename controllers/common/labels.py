@@ -8,6 +8,8 @@ SHARD = "recop.dev/shard"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 SERVICE_NAME = "kubernetes.io/service-name"
 
+MANAGER = "recop"  # the managed-by value
+
 EMBEDDING = "embedding-server"
 TRITON = "triton"
 
@@ -35,10 +37,10 @@ def labels(model: str, component: str, shard: int | None = None) -> dict[str, st
         **selector(model, component, shard),
         "app.kubernetes.io/name": component,
         "app.kubernetes.io/part-of": "recop",
-        MANAGED_BY: "recop",
+        MANAGED_BY: MANAGER,
     }
 
 
-def managed_selector(model: str) -> str:
-    """Label selector (query form) of everything RecOp manages for one model."""
-    return f"{MODEL}={model},{MANAGED_BY}=recop"
+def managed(obj: dict) -> bool:
+    """Whether RecOp manages `obj` (it carries the labels `labels` gives)."""
+    return (obj["metadata"].get("labels") or {}).get(MANAGED_BY) == MANAGER

@@ -18,13 +18,23 @@ from pydantic import ValidationError
 
 from controllers.common import labels as L
 from controllers.common import metrics
-from controllers.common.endpointslices import model_slices, ready_endpoints
+from controllers.common.endpointslices import by_service as slices_by_service
+from controllers.common.endpointslices import ready_endpoints
 from controllers.common.fit import refusal as fit_refusal
 from controllers.common.kube import Kube, is_subset
 from controllers.common.kubeapi import kube
-from controllers.common.nodes import parse_node
 from controllers.common.placement import PlacementOverride, override_for, placements
 from controllers.common.settings import Settings, settings_of
+from controllers.recmodel.cache import (
+    CHILDREN,
+    MODELS_INDEX,
+    NODES_INDEX,
+    Cache,
+    api_version,
+    child_index,
+    node_entry,
+    trimmed,
+)
 from controllers.recmodel.causes import Cause, pod_causes, version_cause
 from controllers.recmodel.objects import Owner, desired_objects, shard_memory_bytes
 from controllers.recmodel.status import (
@@ -41,15 +51,14 @@ from recop.api.recmodel import Phase, RecModelSpec, RecModelStatus
 
 RESOURCE = (GROUP, VERSION, RECMODEL.plural)
 # Kinds RecOp creates for a model, so objects left over from an older spec are removed.
-OWNED_KINDS = (("apps/v1", "Deployment"), ("policy/v1", "PodDisruptionBudget"),
-               ("v1", "Service"), ("v1", "ConfigMap"), ("networking.k8s.io/v1", "NetworkPolicy"))
+OWNED_KINDS = ("Deployment", "PodDisruptionBudget", "Service", "ConfigMap", "NetworkPolicy")
 
 _locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 _queued: set[tuple[str, str]] = set()
 
 
 async def reconcile(namespace: str, name: str, *, spec_changed: bool, settings: Settings,
-                    abtest_placements: kopf.Index, logger) -> None:
+                    abtest_placements: kopf.Index, cache: Cache, logger) -> None:
     """Bring one RecModel's objects and status in line with its spec.
 
     Serialised per model; a burst of child events while one run is waiting collapses
@@ -64,14 +73,15 @@ async def reconcile(namespace: str, name: str, *, spec_changed: bool, settings: 
     async with _locks[key]:
         _queued.discard(key)
         client = await kube()
-        body = await client.get(API_VERSION, RECMODEL.kind, namespace, name)
+        body = cache.model(namespace, name) or await client.get(
+            API_VERSION, RECMODEL.kind, namespace, name)  # not indexed yet
         if body is None or body["metadata"].get("deletionTimestamp"):
             metrics.forget_recmodel(namespace, name)
             return
         # The ABTests' placement of this model, as the index holds it now.
         override = override_for(abtest_placements.get((namespace, name), ()))
         try:
-            await _reconcile(client, body, spec_changed, override,
+            await _reconcile(client, cache, body, spec_changed, override,
                              settings.operator_namespace, logger)
         except Exception:
             metrics.handled(RECMODEL.kind, ok=False)
@@ -79,7 +89,7 @@ async def reconcile(namespace: str, name: str, *, spec_changed: bool, settings: 
         metrics.handled(RECMODEL.kind, ok=True)
 
 
-async def _reconcile(client: Kube, body: dict, spec_changed: bool,
+async def _reconcile(client: Kube, cache: Cache, body: dict, spec_changed: bool,
                      override: PlacementOverride | None, operator_namespace: str | None,
                      logger) -> None:
     meta = body["metadata"]
@@ -96,28 +106,27 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool,
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
 
     owner = Owner(name, namespace, meta["uid"])
-    nodes = [parse_node(n) for n in await client.list("v1", "Node")]
-    refused = fit_refusal(spec, shard_memory_bytes(spec), nodes)
+    refused = fit_refusal(spec, shard_memory_bytes(spec), cache.node_list())
     refusal_reason, refusal = refused or ("", None)
     if refusal is None:
         desired = desired_objects(owner, spec, override, operator_namespace)
-        changed = await _apply(client, desired, everything=spec_changed)
+        changed = await _apply(client, cache, name, desired, everything=spec_changed)
         if spec_changed:
-            changed += await _prune(client, owner, desired)
+            changed += await _prune(client, cache, owner, desired)
         if changed:
             logger.info("applied %d object(s)", changed)
             kopf.info(body, reason="Applied", message=f"{changed} object(s) created or updated")
     elif refusal != previous.conditions_message("Degraded"):
         kopf.warn(body, reason=refusal_reason, message=refusal)
 
-    by_service = await model_slices(client, namespace, name)
+    by_service = slices_by_service(cache.children_of("EndpointSlice", namespace, name))
     shard_ready = [ready_endpoints(by_service.get(L.embedding_name(name, i), []))
                    for i in range(spec.sharding.shards)]
     triton_ready = ready_endpoints(by_service.get(L.triton_name(name), []))
     metrics.shard_ready(namespace, name, shard_ready)
     metrics.freshness_objective(namespace, name, parse_duration(
         spec.stream.freshness_objective.p99) if spec.stream else None)
-    causes = (await _causes(client, namespace, name, previous.active_version)
+    causes = (await _causes(client, cache, namespace, name, previous.active_version)
               if refusal is None and replicas_missing(spec, shard_ready, triton_ready) else [])
     status = summarize(spec, name, namespace, generation, shard_ready, triton_ready,
                        previous, refusal, refusal_reason=refusal_reason, causes=causes)
@@ -132,11 +141,10 @@ async def _reconcile(client: Kube, body: dict, spec_changed: bool,
     await _report(client, body, status)
 
 
-async def _causes(client: Kube, namespace: str, name: str, active: str | None) -> list[Cause]:
-    """Why replicas are missing: read only while some are, so a settled model costs no
-    reads here."""
-    causes = pod_causes(await client.list("v1", "Pod", namespace,
-                                          labels=L.managed_selector(name)))
+async def _causes(client: Kube, cache: Cache, namespace: str, name: str,
+                  active: str | None) -> list[Cause]:
+    """Why replicas are missing: looked for only while some are."""
+    causes = pod_causes([p for p in cache.children_of("Pod", namespace, name) if L.managed(p)])
     if not active:
         cause = version_cause(await client.list(API_VERSION, MODELVERSION.kind, namespace),
                               name, active)
@@ -144,13 +152,13 @@ async def _causes(client: Kube, namespace: str, name: str, active: str | None) -
     return causes
 
 
-async def _apply(client: Kube, desired: list[dict], everything: bool) -> int:
+async def _apply(client: Kube, cache: Cache, model: str, desired: list[dict],
+                 everything: bool) -> int:
     changed = 0
     for obj in desired:
         meta = obj["metadata"]
         if not everything:
-            live = await client.get(obj["apiVersion"], obj["kind"], meta["namespace"],
-                                    meta["name"])
+            live = cache.child(obj["kind"], meta["namespace"], model, meta["name"])
             if live is not None and is_subset(obj, live):
                 continue
         await client.apply(obj)
@@ -158,14 +166,13 @@ async def _apply(client: Kube, desired: list[dict], everything: bool) -> int:
     return changed
 
 
-async def _prune(client: Kube, owner: Owner, desired: list[dict]) -> int:
+async def _prune(client: Kube, cache: Cache, owner: Owner, desired: list[dict]) -> int:
     keep = {(o["kind"], o["metadata"]["name"]) for o in desired}
     removed = 0
-    for api_version, kind in OWNED_KINDS:
-        for live in await client.list(api_version, kind, owner.namespace,
-                                      labels=L.managed_selector(owner.name)):
-            if (kind, live["metadata"]["name"]) not in keep:
-                await client.delete(api_version, kind, owner.namespace,
+    for kind in OWNED_KINDS:
+        for live in cache.children_of(kind, owner.namespace, owner.name):
+            if L.managed(live) and (kind, live["metadata"]["name"]) not in keep:
+                await client.delete(api_version(kind), kind, owner.namespace,
                                     live["metadata"]["name"])
                 removed += 1
     return removed
@@ -184,31 +191,45 @@ async def _report(client: Kube, body: dict, status: RecModelStatus) -> None:
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-async def on_spec(namespace, name, memo, abtest_placements, logger, **_):
+async def on_spec(namespace, name, memo, abtest_placements, logger, **kwargs):
     await reconcile(namespace, name, spec_changed=True, settings=settings_of(memo),
-                    abtest_placements=abtest_placements, logger=logger)
+                    abtest_placements=abtest_placements, cache=Cache.of(kwargs),
+                    logger=logger)
 
 
-def _on_child(group: str, version: str, plural: str) -> None:
+@kopf.index(*RESOURCE, id=MODELS_INDEX)
+def index_models(namespace, name, body, **_):
+    return {(namespace, name): trimmed(body)}
+
+
+@kopf.index("", "v1", "nodes", id=NODES_INDEX)
+def index_nodes(body, **_):
+    return node_entry(body)
+
+
+def _on_child(kind: str) -> None:
     """Watch a kind RecOp manages: a change made by someone else (a hand edit, a
-    deletion, a replica turning ready) re-reconciles the owning model at once."""
+    deletion, a replica turning ready) re-reconciles the owning model at once, and the
+    index on the same watch is what reconciles read of it."""
+    group, version, plural = CHILDREN[kind]
+
+    @kopf.index(group=group, version=version, plural=plural,
+                labels={L.MODEL: kopf.PRESENT}, id=child_index(kind))
+    def index_child(namespace, labels, body, **_):
+        return {(namespace, labels[L.MODEL]): trimmed(body)}
 
     @kopf.on.event(group=group, version=version, plural=plural,
                    labels={L.MODEL: kopf.PRESENT}, id=f"recmodel-child-{plural}")
-    async def on_child(namespace, labels, memo, abtest_placements, logger, **_):
+    async def on_child(namespace, labels, memo, abtest_placements, logger, **kwargs):
         await reconcile(namespace, labels[L.MODEL], spec_changed=False,
                         settings=settings_of(memo), abtest_placements=abtest_placements,
-                        logger=logger)
+                        cache=Cache.of(kwargs), logger=logger)
 
 
-for _child in (("apps", "v1", "deployments"), ("policy", "v1", "poddisruptionbudgets"),
-               ("", "v1", "services"), ("", "v1", "configmaps"),
-               ("networking.k8s.io", "v1", "networkpolicies"),
-               ("discovery.k8s.io", "v1", "endpointslices"),
-               # A container that is OOM-killed or crash-loops before it was ever ready
-               # changes no endpoint: only its pod shows it.
-               ("", "v1", "pods")):
-    _on_child(*_child)
+# Pods among them: a container that is OOM-killed or crash-loops before it was ever
+# ready changes no endpoint, only its pod shows it.
+for _kind in CHILDREN:
+    _on_child(_kind)
 
 
 def _freshness_untold(status, **_) -> bool:
@@ -218,11 +239,12 @@ def _freshness_untold(status, **_) -> bool:
 
 
 @kopf.on.event(*RESOURCE, id="recmodel-freshness", when=_freshness_untold)
-async def on_freshness(namespace, name, memo, abtest_placements, logger, **_):
+async def on_freshness(namespace, name, memo, abtest_placements, logger, **kwargs):
     """The realtime version reported a freshness breach, or its end, that the model's
     conditions do not show yet (it changes no child object)."""
     await reconcile(namespace, name, spec_changed=False, settings=settings_of(memo),
-                    abtest_placements=abtest_placements, logger=logger)
+                    abtest_placements=abtest_placements, cache=Cache.of(kwargs),
+                    logger=logger)
 
 
 def _failed(status, **_) -> bool:
@@ -230,13 +252,14 @@ def _failed(status, **_) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, MODELVERSION.plural, id="recmodel-modelversion", when=_failed)
-async def on_failed_version(namespace, spec, memo, abtest_placements, logger, **_):
+async def on_failed_version(namespace, spec, memo, abtest_placements, logger, **kwargs):
     """A version that failed changes no endpoint either; while none serves, its failure
     is why the model's servers are not ready (causes.version_cause)."""
     model = spec.get("model")
     if model:  # the CRD requires it; a schema older than the operator may not
         await reconcile(namespace, model, spec_changed=False, settings=settings_of(memo),
-                        abtest_placements=abtest_placements, logger=logger)
+                        abtest_placements=abtest_placements, cache=Cache.of(kwargs),
+                        logger=logger)
 
 
 @kopf.index(GROUP, VERSION, ABTEST.plural, id="abtest_placements")
@@ -253,7 +276,7 @@ _SEEN = "recmodel-placements"
 
 
 @kopf.on.event(GROUP, VERSION, ABTEST.plural, id="recmodel-abtest")
-async def on_abtest(type, body, namespace, memo, abtest_placements, logger, **_):
+async def on_abtest(type, body, namespace, memo, abtest_placements, logger, **kwargs):
     """An ABTest placed, moved or freed some of its arm models (or went): reconcile
     those models, whose Triton Deployments follow the placement. Kopf has updated the
     index with this event before calling handlers."""
@@ -262,4 +285,5 @@ async def on_abtest(type, body, namespace, memo, abtest_placements, logger, **_)
     memo[_SEEN] = new
     for model in sorted(m for m in old.keys() | new.keys() if old.get(m) != new.get(m)):
         await reconcile(namespace, model, spec_changed=True, settings=settings_of(memo),
-                        abtest_placements=abtest_placements, logger=logger)
+                        abtest_placements=abtest_placements, cache=Cache.of(kwargs),
+                        logger=logger)

@@ -10,6 +10,7 @@ import kopf
 from controllers.common.placement import FREED, PlacementOverride
 from controllers.common.settings import Settings
 from controllers.recmodel import handlers
+from controllers.recmodel.cache import CHILDREN, MODELS_INDEX, NODES_INDEX, child_index
 
 LOG = logging.getLogger("test")
 
@@ -27,6 +28,9 @@ def test_the_index_keys_each_placed_or_freed_model_by_namespace():
         ("ns", "a"): ("t", PlacementOverride("n0", 500, 1)), ("ns", "b"): ("t", FREED)}
 
 
+EMPTY_INDEXES = {MODELS_INDEX: {}, NODES_INDEX: {}, **{child_index(k): {} for k in CHILDREN}}
+
+
 async def test_an_abtest_event_reconciles_only_the_models_it_moved(monkeypatch):
     calls = []
 
@@ -40,7 +44,7 @@ async def test_an_abtest_event_reconciles_only_the_models_it_moved(monkeypatch):
     async def event(type, body):
         calls.clear()
         await handlers.on_abtest(type=type, body=body, namespace="ns", memo=memo,
-                                 abtest_placements={}, logger=LOG)
+                                 abtest_placements={}, logger=LOG, **EMPTY_INDEXES)
         return [name for _, name, _, _ in calls]
 
     assert await event("ADDED", _abtest([("a", "n0"), ("b", "n1")])) == ["a", "b"]
