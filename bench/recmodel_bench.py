@@ -39,10 +39,13 @@ def model(name: str, namespace: str) -> dict:
                      "storage": {"bucket": "bench"}}}
 
 
-def writes(port: int) -> float:
+def api_calls(port: int) -> tuple[float, float]:
+    """(reads, writes) the operator has sent to the API server (its own counters; Kopf's
+    watches are not among them)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(v) for v in
-               re.findall(r"^recop_kube_writes_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
+    return tuple(sum(float(v) for v in re.findall(
+        rf"^recop_kube_{what}_total\{{[^}}]*\}} ([0-9.e+]+)$", text, re.M))
+        for what in ("reads", "writes"))
 
 
 def rss_mib(pid: int) -> float:
@@ -71,12 +74,16 @@ def run(info, count: int, settle: float) -> dict:
             if now > 1200:
                 raise TimeoutError(f"{len(ready_at)}/{count} Ready after 20 min")
             time.sleep(0.5)
-        before = writes(operator.metrics_port)
+        reads, writes = api_calls(operator.metrics_port)
         time.sleep(settle)
-        settled = writes(operator.metrics_port) - before
+        settled_reads, settled_writes = (
+            after - before for after, before in zip(api_calls(operator.metrics_port),
+                                                    (reads, writes), strict=True))
         return {"count": count, "all_ready_s": max(ready_at.values()),
                 "median_ready_s": statistics.median(ready_at.values()),
-                "writes_per_settled_model": settled / count,
+                "reads_per_model": reads / count, "writes_per_model": writes / count,
+                "reads_per_settled_model": settled_reads / count,
+                "writes_per_settled_model": settled_writes / count,
                 "operator_rss_mib": rss_mib(operator.proc.pid)}
     finally:
         operator.stop()
@@ -92,6 +99,7 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     os.environ["RECOP_STATE"] = tempfile.mkdtemp(prefix="recop-bench-")
     from devstack import cluster
+    from devstack.cluster_nodes import CPU_NODES, cpu_node
     from recop import crdgen
 
     info = cluster.ensure_up()
@@ -99,12 +107,20 @@ def main() -> int:
         for path in sorted(crdgen.CRD_DIR.glob("*.yaml")):
             info.kubectl("apply", "--server-side", "-f", str(path))
         info.kubectl("wait", "--for=condition=Established", "--all", "crd", "--timeout=60s")
+        # One pod per model; a KWOK node takes 110 pods and 32 cores of requests: a node
+        # per 50 models leaves room for the largest count.
+        extra = max(0, -(-max(args.counts) // 50) - CPU_NODES)
+        info.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(
+            {"apiVersion": "v1", "kind": "List",
+             "items": [cpu_node(f"kwok-bench-cpu-{i}") for i in range(extra)]}))
         results = [run(info, count, args.settle) for count in args.counts]
     finally:
         cluster.down()
     rows = "\n".join(
         f"| {r['count']} | {r['median_ready_s']:.1f} s | {r['all_ready_s']:.1f} s | "
-        f"{r['writes_per_settled_model']:.2f} | {r['operator_rss_mib']:.0f} MiB |"
+        f"{r['reads_per_model']:.1f} / {r['writes_per_model']:.1f} | "
+        f"{r['reads_per_settled_model']:.2f} / {r['writes_per_settled_model']:.2f} | "
+        f"{r['operator_rss_mib']:.0f} MiB |"
         for r in results)
     text = (
         "# RecModel controller at scale\n\n"
@@ -112,12 +128,15 @@ def main() -> int:
         f" --settle {args.settle:g}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
         f"({platform.machine()}, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f} at the end). Each model: 1 shard x 1 replica and a Triton "
-        "Deployment scaled to 0, i.e. 2 Deployments, a PDB, 2 Services and one "
-        "pod on a KWOK node; one operator process (standalone, one namespace). Ready = every "
-        "replica ready. Writes are the operator's own count of API writes "
-        f"(recop_kube_writes_total) over {args.settle:g} s after every model was Ready.\n\n"
-        "| models | apply to Ready, median | apply to all Ready | API writes per settled "
-        "model | operator RSS |\n|---|---|---|---|---|\n" + rows + "\n")
+        "Deployment scaled to 0, i.e. 2 Deployments, a PDB, 2 Services, a NetworkPolicy "
+        "and one pod on a KWOK node; one operator process (standalone, one namespace). "
+        "Ready = every replica ready. Reads and writes are the operator's own counts of "
+        "its API calls (recop_kube_reads_total, recop_kube_writes_total; Kopf's watches are "
+        "not counted): from the apply until every model was Ready, and over "
+        f"{args.settle:g} s after that.\n\n"
+        "| models | apply to Ready, median | apply to all Ready | reads / writes per model "
+        "until all Ready | reads / writes per settled model | operator RSS |\n"
+        "|---|---|---|---|---|---|\n" + rows + "\n")
     args.out.write_text(text)
     print(text)
     return 0

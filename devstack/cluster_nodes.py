@@ -20,11 +20,15 @@ GPUS_PER_NODE = 8
 
 
 def kwok_nodes() -> list[dict]:
-    cpu = [_node(f"kwok-cpu-{index}", pool="cpu", cpu="32", memory="128Gi", gpus=0)
-           for index in range(CPU_NODES)]
+    cpu = [cpu_node(f"kwok-cpu-{index}") for index in range(CPU_NODES)]
     gpu = [_node(f"kwok-gpu-{index}", pool="gpu", cpu="96", memory="1024Gi",
                  gpus=GPUS_PER_NODE) for index in range(GPU_NODES)]
     return cpu + gpu
+
+
+def cpu_node(name: str) -> dict:
+    """A KWOK CPU node as the dev stack makes them (32 cores, 128 GiB, 110 pods)."""
+    return _node(name, pool="cpu", cpu="32", memory="128Gi", gpus=0)
 
 
 def _node(name: str, pool: str, cpu: str, memory: str, gpus: int) -> dict:

@@ -11,7 +11,7 @@ import pytest
 
 from devstack.faultproxy import Fault
 from e2e.reliability import REPO, Figures, Stack
-from e2e.support import wait_for
+from e2e.support import get_json, wait_for
 
 NS = "e2e-faults-peering"
 
@@ -72,3 +72,10 @@ def test_standby_takes_over_a_killed_leader_mid_update(stack, record_property):
     figures["versions_per_replica"] = str(end["actives"])
     assert final["phase"] == "Active"
     assert standby.proc.poll() is None
+    # The update completed once: one commit announced, by the standby.
+    commits = [e for e in get_json(stack.cluster, "-n", NS, "events", "--field-selector",
+                                   "involvedObject.name=v2")["items"]
+               if e["reason"] == "Committed"]
+    announced = sum(e.get("count") or 1 for e in commits)
+    figures["commits_announced"] = announced
+    assert announced == 1, commits
