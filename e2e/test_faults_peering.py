@@ -72,7 +72,7 @@ def test_standby_takes_over_a_killed_leader_mid_update(stack, record_property):
     figures["versions_per_replica"] = str(end["actives"])
     assert final["phase"] == "Active"
     assert standby.proc.poll() is None
-    # The update completed once: one commit announced, by the standby.
+    # The update completed once: one commit announced for v2 across both replicas.
     commits = [e for e in get_json(stack.cluster, "-n", NS, "events", "--field-selector",
                                    "involvedObject.name=v2")["items"]
                if e["reason"] == "Committed"]
