@@ -40,6 +40,8 @@ import os
 import shutil
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -47,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from controllers.common import labels as L
-from controllers.recmodel.objects import TRITON_GRPC
+from controllers.recmodel.objects import TRITON_GRPC, TRITON_HTTP
 from devstack import cluster, images, netns, node
 from devstack import kafka as local_kafka
 from devstack import minio as local_minio
@@ -55,6 +57,7 @@ from devstack import prometheus as local_prometheus
 from devstack import triton as local_triton
 from devstack.common import pid_alive, progress, stop_pid_file
 from devstack.external import s3_secret
+from embedding.predict.contract import INFER_PATH
 from recop import crdgen
 from recop.api import RESOURCES
 
@@ -203,7 +206,8 @@ def _recmodel(parts: dict, refs: dict[str, str]) -> dict:
             "embeddingPlacement": PLACEMENT,
             "dense": {"modelName": "mlp", "image": refs["triton-cpu"], "replicas": 1,
                       "gpusPerPod": 0, "maxBatchSize": 64,
-                      "instanceGroups": [{"kind": "KIND_CPU"}], "resources": SMALL_CPU},
+                      "instanceGroups": [{"kind": "KIND_CPU"}], "resources": SMALL_CPU,
+                      "entryModel": {"enabled": True}},
             "densePlacement": PLACEMENT,
             "storage": {"bucket": BUCKET, "endpoint": parts["s3_for_pods"],
                         "accessKeyId": {"name": "demo-s3", "key": "id"},
@@ -305,6 +309,27 @@ def _serve(info: cluster.ClusterInfo) -> str:
     scores = InferenceServerClient(triton).infer("mlp", inputs, model_version="1") \
         .as_numpy("score")
 
+    # The same answer in one call: the entry model looks the ids up and runs mlp.
+    url = f"http://{service}:{TRITON_HTTP}{INFER_PATH}"
+    body = json.dumps({"inputs": [
+        {"name": t, "datatype": "INT64", "shape": [len(ids)], "data": ids.tolist()}
+        for t in ("user", "item")]}).encode()
+
+    def ask() -> dict | None:
+        """The answer, or None while the entry model still resolves the shard pods."""
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
+        except urllib.error.HTTPError as err:
+            if err.code != 503:
+                raise
+            return None
+
+    predicted = _wait_for(ask, 30, "a prediction from the entry model", lambda: (
+        "the predict model answers 503: does it resolve the shard Services?"))
+    np.testing.assert_allclose(np.ravel(predicted["score"]), scores.ravel(), rtol=1e-5)
+
     def rounded(values) -> list[float]:
         return [round(float(v), 4) for v in values]
 
@@ -312,7 +337,10 @@ def _serve(info: cluster.ClusterInfo) -> str:
     return (f"lookup   ids {ids.tolist()} -> version {rows.version}, user[0][:4] = "
             f"{rounded(rows.values['user'][0][:4])}  (shard pods {answered})\n"
             f"infer    mlp(user, item) -> scores {rounded(scores.ravel())}  "
-            f"(Service {L.triton_name(MODEL)} {triton})")
+            f"(Service {L.triton_name(MODEL)} {triton})\n"
+            f"predict  ids {ids.tolist()} -> scores {rounded(np.ravel(predicted['score']))} "
+            f"at embedding version {predicted['embedding_version'][0]}, dense version "
+            f"{predicted['dense_version'][0]}  (POST {url})")
 
 
 def _seconds(since: str, until: str | None) -> str:

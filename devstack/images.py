@@ -54,6 +54,8 @@ DOCKERFILES = {"operator": (REPO / "operator" / "Dockerfile", REPO),
                "embedding-server": (REPO / "embedding" / "Dockerfile", REPO),
                "triton-cpu": (REPO / "devstack" / "dockerfiles" / "triton-cpu.Dockerfile",
                               REPO / "devstack" / "dockerfiles")}
+# Build arguments that name another of these images (built first, part of the tag).
+IMAGE_ARGS = {"triton-cpu": {"DATA_PLANE": "embedding-server"}}
 
 
 def buildah(*args: str) -> str:
@@ -131,14 +133,16 @@ _MMDEBSTRAP_OPTIONS = (
 def build(name: str) -> str:
     """The image of one of the repository's Dockerfiles (DOCKERFILES), on the local base."""
     dockerfile, context = DOCKERFILES[name]
-    base_ref = base()
-    ref = content_ref(name, dockerfile, base_ref, context)
+    args = {"BASE": base(), **{arg: build(image)
+                               for arg, image in IMAGE_ARGS.get(name, {}).items()}}
+    ref = content_ref(name, dockerfile, " ".join(args.values()), context)
     with _lock():
         if exists(ref):
             return ref
         started = time.monotonic()
         progress(f"building {ref} from {dockerfile.relative_to(REPO)}")
-        buildah("bud", "--isolation=chroot", f"--build-arg=BASE={base_ref}",
+        buildah("bud", "--isolation=chroot",
+                *(f"--build-arg={arg}={value}" for arg, value in args.items()),
                 # pip in the build reaches PyPI through this machine's egress, whose CA
                 # the host trusts and Debian's bundle may not: lent for the build only.
                 "--volume=/etc/ssl/certs:/etc/ssl/certs:ro",
@@ -156,7 +160,9 @@ def _prune(ref: str) -> None:
     stale = [other for other in listed if other.rsplit(":", 1)[0] == repository
              and other != ref]
     if stale:
-        buildah("rmi", *stale)
+        # --force: buildah 1.28 leaves the working container of a stage that another
+        # image's build used (FROM $DATA_PLANE), which would pin the stale image.
+        buildah("rmi", "--force", *stale)
         # The layers only they used (a build stage's, say).
         buildah("rmi", "--prune")
 

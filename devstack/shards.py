@@ -55,13 +55,16 @@ class AdminClient:
         self.stub = rpc.EmbeddingAdminStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
 
-    def load_full(self, version: int, uri: str) -> pb.AdminReply:
-        return self.stub.LoadFull(pb.LoadFullRequest(version=version, uri=uri),
+    def load_full(self, version: int, uri: str, dense: int = 0) -> pb.AdminReply:
+        return self.stub.LoadFull(pb.LoadFullRequest(version=version, uri=uri,
+                                                     dense_version=dense),
                                   metadata=self.metadata)
 
-    def apply_incremental(self, version: int, base: int, uri: str) -> pb.AdminReply:
+    def apply_incremental(self, version: int, base: int, uri: str,
+                          dense: int = 0) -> pb.AdminReply:
         return self.stub.ApplyIncremental(pb.ApplyIncrementalRequest(
-            version=version, base_version=base, uri=uri), metadata=self.metadata)
+            version=version, base_version=base, uri=uri, dense_version=dense),
+            metadata=self.metadata)
 
     def commit(self, version: int) -> pb.AdminReply:
         return self.stub.Commit(pb.VersionRequest(version=version), metadata=self.metadata)
@@ -164,17 +167,18 @@ class LocalCluster:
     def admins(self) -> list[AdminClient]:
         return [p.admin for p in self.processes]
 
-    def prepare_full(self, version: int, uri: str, timeout: float = 300) -> None:
+    def prepare_full(self, version: int, uri: str, timeout: float = 300,
+                     dense: int = 0) -> None:
         """Phase one: every server loads the version beside its current ones."""
         for admin in self.admins():
-            admin.load_full(version, uri)
+            admin.load_full(version, uri, dense)
         for admin in self.admins():
             admin.wait_ready(version, timeout)
 
     def prepare_incremental(self, version: int, base: int, uri: str,
-                            timeout: float = 300) -> None:
+                            timeout: float = 300, dense: int = 0) -> None:
         for admin in self.admins():
-            admin.apply_incremental(version, base, uri)
+            admin.apply_incremental(version, base, uri, dense)
         for admin in self.admins():
             admin.wait_ready(version, timeout)
 

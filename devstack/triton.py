@@ -74,7 +74,8 @@ class TritonHandle:
         self.process.stop()
 
 
-def start(model_repository: Path, timeout: float = 60) -> TritonHandle:
+def start(model_repository: Path, timeout: float = 60, *more: Path) -> TritonHandle:
+    """`more`: further model repositories (Triton serves the union of their models)."""
     root = build()
     http, grpc, metrics = free_port(), free_port(), free_port()
     work = state_dir(NAME) / str(grpc)
@@ -83,7 +84,8 @@ def start(model_repository: Path, timeout: float = 60) -> TritonHandle:
     env = {"LD_LIBRARY_PATH": f"{root / 'libs'}:{libdir}",
            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
     process = ManagedProcess(f"{NAME}-{grpc}", [
-        str(root / "bin" / "tritonserver"), f"--model-repository={model_repository}",
+        str(root / "bin" / "tritonserver"),
+        *(f"--model-repository={r}" for r in (model_repository, *more)),
         "--model-control-mode=explicit", f"--backend-directory={root / 'backends'}",
         f"--cache-directory={work / 'cache'}", f"--http-address={LOOPBACK}",
         f"--grpc-address={LOOPBACK}", f"--http-port={http}", f"--grpc-port={grpc}",

@@ -81,6 +81,8 @@ def test_dev_up_status_down(cluster, tmp_path):
         shard_ips = {ip for name, (_, ip, _) in running.items() if "-emb-" in name}
         assert {a.rsplit(":", 1)[0] for a in answered} == shard_ips, (answered, shard_ips)
         assert "scores [" in lines["infer"] and "Service demo-triton" in lines["infer"]
+        # The entry model's answer, in one call, equals the two-call one (dev.py checks).
+        assert "at embedding version 1, dense version 1" in lines["predict"], lines
 
         again = recop_dev("up", env=env)
         assert again.returncode == 0, again.stderr[-3000:]

@@ -129,7 +129,8 @@ class AdminService(rpc.EmbeddingAdminServicer):
     async def LoadFull(self, request, context):
         # Refused here, not later in the background load: a caller sees why at once.
         await self._call(context, split_uri, request.uri)
-        version = await self._call(context, self.store.begin, request.version, request.uri)
+        version = await self._call(context, self.store.begin, request.version, request.uri,
+                                   0, request.dense_version)
         self._start(functools.partial(self._load_full, checks=request.checks), version)
         return pb.AdminReply(message=f"loading version {request.version}",
                              active_version=self.store.active)
@@ -139,7 +140,7 @@ class AdminService(rpc.EmbeddingAdminServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "base_version is required")
         await self._call(context, split_uri, request.uri)
         version = await self._call(context, self.store.begin, request.version, request.uri,
-                                   request.base_version)
+                                   request.base_version, request.dense_version)
         self._start(functools.partial(self._apply_incremental, checks=request.checks),
                     version)
         return pb.AdminReply(message=f"building version {request.version} from "
@@ -178,7 +179,8 @@ class AdminService(rpc.EmbeddingAdminServicer):
             versions.append(pb.VersionStatus(
                 version=v.number, state=v.state.value, progress=v.progress,
                 bytes_loaded=v.bytes_loaded, bytes_total=v.bytes_total, tables=tables,
-                error=v.error, uri=v.uri, base_version=v.base_version))
+                error=v.error, uri=v.uri, base_version=v.base_version,
+                dense_version=v.dense_version))
         realtime = pb.RealtimeStatus(enabled=False)
         if self.realtime is not None:
             p50, p99 = self.realtime.freshness.quantiles()

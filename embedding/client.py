@@ -50,6 +50,9 @@ class LookupResult:
     version: int
     values: dict[str, np.ndarray]  # table -> [len(ids), dim] fp32, in request order
     missing: dict[str, int]
+    # The dense model version paired with `version` (0: none named): what an entry model
+    # runs the dense half at, so that one answer never mixes two versions.
+    dense_version: int = 0
 
 
 class _Replica:
@@ -178,9 +181,9 @@ class EmbeddingClient:
     def _assemble(tables, routes: dict[str, _Route], replies) -> LookupResult:
         out: dict[str, np.ndarray] = {}
         missing = dict.fromkeys(tables, 0)
-        version = 0
+        version = dense_version = 0
         for shard, (raw, reply) in replies.items():
-            version = reply.version
+            version, dense_version = reply.version, reply.dense_version
             for i, item in enumerate(reply.tables):
                 route = routes[item.table]
                 if item.table not in out:
@@ -191,7 +194,8 @@ class EmbeddingClient:
         for name, route in routes.items():
             # A table none of whose ids reached a server (empty id list).
             out.setdefault(name, np.zeros((route.size, 0), np.float32))
-        return LookupResult(version=version, values=out, missing=missing)
+        return LookupResult(version=version, values=out, missing=missing,
+                            dense_version=dense_version)
 
 
 @dataclass(frozen=True)

@@ -86,15 +86,16 @@ _SCALES_TAG = bytes([5 << 3 | 2])  # field 5
 
 
 def reply_bytes(version: int, tables: list[tuple[str, int, int, int]], wire: int,
-                jobs: list[Job]) -> bytes:
+                jobs: list[Job], dense_version: int = 0) -> bytes:
     """A serialised LookupResponse: `tables` are (name, dim, rows, missing) in request
     order; the jobs fill the values (and, for int8, scales) regions in place."""
     rows = sum(t[2] for t in tables)
     values_len = sum(t[1] * t[2] for t in tables) * WIRE_BYTES[wire]
     scales_len = 4 * rows if wire == INT8 else 0
-    head = pb.LookupResponse(version=version, wire_dtype=wire, tables=[
-        pb.TableValues(table=n, dim=d, rows=r, missing=m) for n, d, r, m in tables
-    ]).SerializeToString() + _VALUES_TAG + _varint(values_len)
+    head = pb.LookupResponse(
+        version=version, dense_version=dense_version, wire_dtype=wire,
+        tables=[pb.TableValues(table=n, dim=d, rows=r, missing=m) for n, d, r, m in tables],
+    ).SerializeToString() + _VALUES_TAG + _varint(values_len)
     mid = _SCALES_TAG + _varint(scales_len) if wire == INT8 else b""
     return _native.reply(head, values_len, mid, scales_len, wire, jobs)
 
@@ -109,6 +110,7 @@ class ParsedReply:
     values_offset: int  # of the values region in the raw bytes
     values_len: int
     scales_offset: int
+    dense_version: int = 0
 
     def table_offsets(self) -> list[tuple[int, int]]:
         """(values byte offset, scales byte offset) of each table's first row."""
@@ -140,7 +142,7 @@ def _read_varint(raw: bytes, at: int) -> tuple[int, int]:
 def parse_reply(raw: bytes) -> ParsedReply:
     """Walks the top-level fields of a serialised LookupResponse; only the small TableValues
     messages are decoded, the rows stay where they arrived."""
-    version, wire, tables = 0, FP32, []
+    version, dense_version, wire, tables = 0, 0, FP32, []
     values = (0, 0)
     scales = 0
     at = 0
@@ -153,6 +155,8 @@ def parse_reply(raw: bytes) -> ParsedReply:
                 version = value
             elif field == 4:
                 wire = value
+            elif field == 6:
+                dense_version = value
         elif kind == 2:
             size, end = _read_varint(raw, at)
             at = end + size
@@ -170,7 +174,7 @@ def parse_reply(raw: bytes) -> ParsedReply:
             raise MalformedReply(f"wire type {kind}")
     if wire not in WIRE_BYTES:
         raise MalformedReply(f"unknown wire dtype {wire}")
-    reply = ParsedReply(version, wire, tables, values[0], values[1], scales)
+    reply = ParsedReply(version, wire, tables, values[0], values[1], scales, dense_version)
     need = sum(t.rows * t.dim for t in tables) * WIRE_BYTES[wire]
     if need != values[1]:
         raise MalformedReply(f"{values[1]} bytes of values for {need} expected")

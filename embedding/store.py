@@ -185,11 +185,13 @@ class Overlay:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything one lookup reads: a version number, its tables and their overlays."""
+    """Everything one lookup reads: a version number, its tables and their overlays, and
+    the dense model version paired with it (0: none named)."""
 
     version: int
     tables: dict[str, Table]
     overlays: dict[str, Overlay]
+    dense_version: int = 0
 
     def reply(self, queries: list[tuple[str, np.ndarray]], wire: int) -> Reply:
         """The serialised LookupResponse for (table, ids) pairs, rows in `wire` dtype."""
@@ -207,7 +209,8 @@ class Snapshot:
             tables.append((name, table.dim, len(query), missing))
             values_offset += len(query) * table.dim * native.WIRE_BYTES[wire]
             row_offset += len(query)
-        return Reply(native.reply_bytes(self.version, tables, wire, jobs),
+        return Reply(native.reply_bytes(self.version, tables, wire, jobs,
+                                        self.dense_version),
                      sum(t[2] for t in tables), sum(t[3] for t in tables))
 
     def lookup(self, name: str, query: np.ndarray, out: np.ndarray) -> int:
@@ -230,6 +233,7 @@ class Version:
     number: int
     uri: str
     base_version: int = 0
+    dense_version: int = 0
     state: State = State.LOADING
     error: str = ""
     bytes_total: int = 0
@@ -292,16 +296,21 @@ class ShardStore:
 
     # ------------------------------------------------------------ admin
 
-    def begin(self, number: int, uri: str, base_version: int = 0) -> Version:
+    def begin(self, number: int, uri: str, base_version: int = 0,
+              dense_version: int = 0) -> Version:
         if number <= 0:
             raise StateError("versions are positive integers")
         with self._lock:
             existing = self.versions.get(number)
             if existing is not None and existing.state != State.FAILED:
                 raise StateError(f"version {number} already exists ({existing.state.value})")
-            if base_version and self.versions.get(base_version) is None:
+            base = self.versions.get(base_version) if base_version else None
+            if base_version and base is None:
                 raise VersionError(f"base version {base_version} is not loaded")
-            version = Version(number=number, uri=uri, base_version=base_version)
+            # An incremental that names no dense version serves with its base's.
+            dense_version = dense_version or (base.dense_version if base else 0)
+            version = Version(number=number, uri=uri, base_version=base_version,
+                              dense_version=dense_version)
             self.versions[number] = version
             return version
 
@@ -312,7 +321,7 @@ class ShardStore:
         # Set before the version becomes ready: the consumer must never see it ready
         # without the position it replays from.
         version.stream_offsets = stream_offsets
-        version.snapshot = Snapshot(version.number, tables, overlays)
+        version.snapshot = Snapshot(version.number, tables, overlays, version.dense_version)
         version.state = State.READY
 
     def fail(self, version: Version, error: str) -> None:

@@ -10,6 +10,7 @@ version ever goes back.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import typing
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from embedding.checkpoint import ShardData, quantize
 from embedding.partition import shard_of
-from embedding.store import Overlay, ShardStore, Snapshot, Table, Version
+from embedding.store import Overlay, ShardStore, Table, Version
 
 if typing.TYPE_CHECKING:
     from embedding.realtime import Delta
@@ -116,7 +117,7 @@ def _apply_to_version(store: ShardStore, version: Version, deltas: list[Delta]) 
         if len(overlay.ids) > COMPACT_ROWS:
             tables[name], overlay = _compact(tables[name], overlay)
         overlays[name] = overlay
-    version.snapshot = Snapshot(snap.version, tables, overlays)
+    version.snapshot = dataclasses.replace(snap, tables=tables, overlays=overlays)
 
 
 def fits(tables: dict[str, Table], delta: Delta) -> bool:

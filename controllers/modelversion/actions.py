@@ -32,6 +32,7 @@ class LoadFull(_Verb):
     replica: str  # host:adminPort
     version: int
     uri: str
+    dense: int = 0  # the dense version that serves with it (embedding.proto), 0: none
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ApplyIncremental(_Verb):
     version: int
     base: int
     uri: str
+    dense: int = 0
 
 
 @dataclass(frozen=True)

@@ -131,14 +131,15 @@ class Admin:
     # Loads only start on the server (it reports their progress in Status), so every
     # call returns quickly; `checks` are the value checks it runs on every row it loads.
     async def load_full(self, address: str, version: int, uri: str,
-                        checks: tuple[float, bool]) -> None:
+                        checks: tuple[float, bool], dense: int = 0) -> None:
         await self.stub(address).LoadFull(pb.LoadFullRequest(
-            version=version, uri=uri, checks=_checks(checks)), timeout=10)
+            version=version, uri=uri, checks=_checks(checks), dense_version=dense), timeout=10)
 
     async def apply_incremental(self, address: str, version: int, base: int, uri: str,
-                                checks: tuple[float, bool]) -> None:
+                                checks: tuple[float, bool], dense: int = 0) -> None:
         await self.stub(address).ApplyIncremental(pb.ApplyIncrementalRequest(
-            version=version, base_version=base, uri=uri, checks=_checks(checks)), timeout=10)
+            version=version, base_version=base, uri=uri, checks=_checks(checks),
+            dense_version=dense), timeout=10)
 
     async def commit(self, address: str, version: int) -> None:
         await self.stub(address).Commit(pb.VersionRequest(version=version), timeout=10)

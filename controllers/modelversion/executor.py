@@ -50,12 +50,12 @@ class Executor:
     async def run(self, action: Action) -> GoldenSetResult | None:
         """Carry out `action`; a golden check returns its result."""
         match action:
-            case LoadFull(replica, version, uri):
+            case LoadFull(replica, version, uri, dense):
                 await self.admin.load_full(replica, version, uri,
-                                           self.checks.get(version, NO_CHECKS))
-            case ApplyIncremental(replica, version, base, uri):
+                                           self.checks.get(version, NO_CHECKS), dense)
+            case ApplyIncremental(replica, version, base, uri, dense):
                 await self.admin.apply_incremental(replica, version, base, uri,
-                                                   self.checks.get(version, NO_CHECKS))
+                                                   self.checks.get(version, NO_CHECKS), dense)
             case Commit(replica, version) | Rollback(replica, version):
                 await self.admin.commit(replica, version)
                 if isinstance(action, Commit) and action.announce:

@@ -136,7 +136,7 @@ def build(replica: Replica, target: Target) -> list[Action] | str:
     if target.kind != "incremental":
         if not target.uri:
             return f"version {target.number} has no checkpoint to load"
-        return [LoadFull(replica.key, target.number, target.uri)]
+        return [LoadFull(replica.key, target.number, target.uri, target.dense_version or 0)]
     base = target.base
     if base is None:
         return f"the base of version {target.number} is unknown"
@@ -144,7 +144,8 @@ def build(replica: Replica, target: Target) -> list[Action] | str:
     if state == "failed":
         return f"its base version {base.number} failed to load"
     if state in LOADED:
-        return [ApplyIncremental(replica.key, target.number, base.number, target.uri)]
+        return [ApplyIncremental(replica.key, target.number, base.number, target.uri,
+                                 target.dense_version or 0)]
     if state is not None:
         return []  # the base is still loading
     return build(replica, base)

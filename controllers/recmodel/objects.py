@@ -12,6 +12,7 @@ from controllers.common import labels as L
 from controllers.common import nodes, triton_config
 from controllers.common.owners import controller_reference
 from controllers.common.placement import PlacementOverride, replicas
+from controllers.recmodel import entry_model
 from embedding import config as contract
 from recop.api import RECMODEL
 from recop.api.common import PodPlacement, ResourceList, Resources
@@ -295,8 +296,8 @@ def triton_deployment(owner: Owner, spec: RecModelSpec,
         "args": ["tritonserver", f"--model-repository=s3://{repository}",
                  "--model-control-mode=explicit", f"--load-model={dense.model_name}",
                  f"--http-port={TRITON_HTTP}", f"--grpc-port={TRITON_GRPC}",
-                 f"--metrics-port={TRITON_METRICS}"],
-        "env": _s3_env(spec),
+                 f"--metrics-port={TRITON_METRICS}", *entry_model.triton_args(spec)],
+        "env": _s3_env(spec) + entry_model.triton_env(owner.name, owner.namespace, spec),
         "ports": [{"name": "http", "containerPort": TRITON_HTTP},
                   {"name": "grpc", "containerPort": TRITON_GRPC},
                   {"name": "metrics", "containerPort": TRITON_METRICS}],

@@ -8,6 +8,7 @@ from controllers.common import labels as L
 from controllers.common.conditions import condition
 from controllers.recmodel.causes import Cause
 from controllers.recmodel.objects import TRITON_GRPC, TRITON_HTTP
+from embedding.predict.contract import INFER_PATH
 from recop.api.common import set_condition
 from recop.api.recmodel import (
     FRESHNESS_BREACHED,
@@ -99,7 +100,9 @@ def summarize(spec: RecModelSpec, name: str, namespace: str, generation: int,
             embedding=(f"{L.embedding_name(name, f'{{0..{spec.sharding.shards - 1}}}')}"
                        f".{svc}:{spec.embedding_server.lookup_port}"),
             triton_grpc=f"{L.triton_name(name)}.{svc}:{TRITON_GRPC}",
-            triton_http=f"{L.triton_name(name)}.{svc}:{TRITON_HTTP}"),
+            triton_http=f"{L.triton_name(name)}.{svc}:{TRITON_HTTP}",
+            predict=(f"http://{L.triton_name(name)}.{svc}:{TRITON_HTTP}{INFER_PATH}"
+                     if spec.dense.entry_model.enabled else None)),
     })
 
 

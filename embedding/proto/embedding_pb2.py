@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65mbedding/proto/embedding.proto\x12\x12recop.embedding.v1\"&\n\x08TableIds\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\"\x81\x01\n\rLookupRequest\x12,\n\x06tables\x18\x01 \x03(\x0b\x32\x1c.recop.embedding.v1.TableIds\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x31\n\nwire_dtype\x18\x03 \x01(\x0e\x32\x1d.recop.embedding.v1.WireDtype\"H\n\x0bTableValues\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0f\n\x07missing\x18\x04 \x01(\r\"\xa5\x01\n\x0eLookupResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x01(\x0c\x12/\n\x06tables\x18\x03 \x03(\x0b\x32\x1f.recop.embedding.v1.TableValues\x12\x31\n\nwire_dtype\x18\x04 \x01(\x0e\x32\x1d.recop.embedding.v1.WireDtype\x12\x0e\n\x06scales\x18\x05 \x01(\x0c\">\n\x0bValueChecks\x12\x15\n\rmax_abs_value\x18\x01 \x01(\x02\x12\x18\n\x10\x61llow_non_finite\x18\x02 \x01(\x08\"`\n\x0fLoadFullRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12/\n\x06\x63hecks\x18\x03 \x01(\x0b\x32\x1f.recop.embedding.v1.ValueChecks\"~\n\x17\x41pplyIncrementalRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x04\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12/\n\x06\x63hecks\x18\x04 \x01(\x0b\x32\x1f.recop.embedding.v1.ValueChecks\"!\n\x0eVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\"5\n\nAdminReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"q\n\x0bTableStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x14\n\x0coverlay_rows\x18\x06 \x01(\x04\"\xcf\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x14\n\x0c\x62ytes_loaded\x18\x04 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12/\n\x06tables\x18\x06 \x03(\x0b\x32\x1f.recop.embedding.v1.TableStatus\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0b\n\x03uri\x18\x08 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\t \x01(\x04\"\xb1\x01\n\x0eRealtimeStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x08\x12\x0b\n\x03lag\x18\x04 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x05 \x01(\x04\x12\x11\n\tmalformed\x18\x06 \x01(\x04\x12\x1d\n\x15\x66reshness_p50_seconds\x18\x07 \x01(\x01\x12\x1d\n\x15\x66reshness_p99_seconds\x18\x08 \x01(\x01\"\xd0\x01\n\x0bStatusReply\x12\x13\n\x0bshard_index\x18\x01 \x01(\r\x12\x13\n\x0bshard_count\x18\x02 \x01(\r\x12\x16\n\x0e\x61\x63tive_version\x18\x03 \x01(\x04\x12\x33\n\x08versions\x18\x04 \x03(\x0b\x32!.recop.embedding.v1.VersionStatus\x12\x34\n\x08realtime\x18\x05 \x01(\x0b\x32\".recop.embedding.v1.RealtimeStatus\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04*8\n\tWireDtype\x12\r\n\tWIRE_FP32\x10\x00\x12\r\n\tWIRE_FP16\x10\x01\x12\r\n\tWIRE_INT8\x10\x02\x32\x62\n\x0f\x45mbeddingLookup\x12O\n\x06Lookup\x12!.recop.embedding.v1.LookupRequest\x1a\".recop.embedding.v1.LookupResponse2\xfa\x03\n\x0e\x45mbeddingAdmin\x12O\n\x08LoadFull\x12#.recop.embedding.v1.LoadFullRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12_\n\x10\x41pplyIncremental\x12+.recop.embedding.v1.ApplyIncrementalRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12L\n\x06\x43ommit\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12N\n\x08Rollback\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12J\n\x04\x44rop\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12L\n\x06Status\x12!.recop.embedding.v1.StatusRequest\x1a\x1f.recop.embedding.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65mbedding/proto/embedding.proto\x12\x12recop.embedding.v1\"&\n\x08TableIds\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x01(\x0c\"\x81\x01\n\rLookupRequest\x12,\n\x06tables\x18\x01 \x03(\x0b\x32\x1c.recop.embedding.v1.TableIds\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x31\n\nwire_dtype\x18\x03 \x01(\x0e\x32\x1d.recop.embedding.v1.WireDtype\"H\n\x0bTableValues\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0c\n\x04rows\x18\x03 \x01(\r\x12\x0f\n\x07missing\x18\x04 \x01(\r\"\xbc\x01\n\x0eLookupResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06values\x18\x02 \x01(\x0c\x12/\n\x06tables\x18\x03 \x03(\x0b\x32\x1f.recop.embedding.v1.TableValues\x12\x31\n\nwire_dtype\x18\x04 \x01(\x0e\x32\x1d.recop.embedding.v1.WireDtype\x12\x0e\n\x06scales\x18\x05 \x01(\x0c\x12\x15\n\rdense_version\x18\x06 \x01(\x04\">\n\x0bValueChecks\x12\x15\n\rmax_abs_value\x18\x01 \x01(\x02\x12\x18\n\x10\x61llow_non_finite\x18\x02 \x01(\x08\"w\n\x0fLoadFullRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12/\n\x06\x63hecks\x18\x03 \x01(\x0b\x32\x1f.recop.embedding.v1.ValueChecks\x12\x15\n\rdense_version\x18\x04 \x01(\x04\"\x95\x01\n\x17\x41pplyIncrementalRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x04\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12/\n\x06\x63hecks\x18\x04 \x01(\x0b\x32\x1f.recop.embedding.v1.ValueChecks\x12\x15\n\rdense_version\x18\x05 \x01(\x04\"!\n\x0eVersionRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\"5\n\nAdminReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"q\n\x0bTableStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12\x14\n\x0coverlay_rows\x18\x06 \x01(\x04\"\xe6\x01\n\rVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x14\n\x0c\x62ytes_loaded\x18\x04 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12/\n\x06tables\x18\x06 \x03(\x0b\x32\x1f.recop.embedding.v1.TableStatus\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0b\n\x03uri\x18\x08 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\t \x01(\x04\x12\x15\n\rdense_version\x18\n \x01(\x04\"\xb1\x01\n\x0eRealtimeStatus\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x10\n\x08\x61ssigned\x18\x03 \x01(\x08\x12\x0b\n\x03lag\x18\x04 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x05 \x01(\x04\x12\x11\n\tmalformed\x18\x06 \x01(\x04\x12\x1d\n\x15\x66reshness_p50_seconds\x18\x07 \x01(\x01\x12\x1d\n\x15\x66reshness_p99_seconds\x18\x08 \x01(\x01\"\xd0\x01\n\x0bStatusReply\x12\x13\n\x0bshard_index\x18\x01 \x01(\r\x12\x13\n\x0bshard_count\x18\x02 \x01(\r\x12\x16\n\x0e\x61\x63tive_version\x18\x03 \x01(\x04\x12\x33\n\x08versions\x18\x04 \x03(\x0b\x32!.recop.embedding.v1.VersionStatus\x12\x34\n\x08realtime\x18\x05 \x01(\x0b\x32\".recop.embedding.v1.RealtimeStatus\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04*8\n\tWireDtype\x12\r\n\tWIRE_FP32\x10\x00\x12\r\n\tWIRE_FP16\x10\x01\x12\r\n\tWIRE_INT8\x10\x02\x32\x62\n\x0f\x45mbeddingLookup\x12O\n\x06Lookup\x12!.recop.embedding.v1.LookupRequest\x1a\".recop.embedding.v1.LookupResponse2\xfa\x03\n\x0e\x45mbeddingAdmin\x12O\n\x08LoadFull\x12#.recop.embedding.v1.LoadFullRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12_\n\x10\x41pplyIncremental\x12+.recop.embedding.v1.ApplyIncrementalRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12L\n\x06\x43ommit\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12N\n\x08Rollback\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12J\n\x04\x44rop\x12\".recop.embedding.v1.VersionRequest\x1a\x1e.recop.embedding.v1.AdminReply\x12L\n\x06Status\x12!.recop.embedding.v1.StatusRequest\x1a\x1f.recop.embedding.v1.StatusReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'embedding.proto.embedding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WIREDTYPE']._serialized_start=1582
-  _globals['_WIREDTYPE']._serialized_end=1638
+  _globals['_WIREDTYPE']._serialized_start=1675
+  _globals['_WIREDTYPE']._serialized_end=1731
   _globals['_TABLEIDS']._serialized_start=55
   _globals['_TABLEIDS']._serialized_end=93
   _globals['_LOOKUPREQUEST']._serialized_start=96
@@ -40,29 +40,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TABLEVALUES']._serialized_start=227
   _globals['_TABLEVALUES']._serialized_end=299
   _globals['_LOOKUPRESPONSE']._serialized_start=302
-  _globals['_LOOKUPRESPONSE']._serialized_end=467
-  _globals['_VALUECHECKS']._serialized_start=469
-  _globals['_VALUECHECKS']._serialized_end=531
-  _globals['_LOADFULLREQUEST']._serialized_start=533
-  _globals['_LOADFULLREQUEST']._serialized_end=629
-  _globals['_APPLYINCREMENTALREQUEST']._serialized_start=631
-  _globals['_APPLYINCREMENTALREQUEST']._serialized_end=757
-  _globals['_VERSIONREQUEST']._serialized_start=759
-  _globals['_VERSIONREQUEST']._serialized_end=792
-  _globals['_ADMINREPLY']._serialized_start=794
-  _globals['_ADMINREPLY']._serialized_end=847
-  _globals['_STATUSREQUEST']._serialized_start=849
-  _globals['_STATUSREQUEST']._serialized_end=864
-  _globals['_TABLESTATUS']._serialized_start=866
-  _globals['_TABLESTATUS']._serialized_end=979
-  _globals['_VERSIONSTATUS']._serialized_start=982
-  _globals['_VERSIONSTATUS']._serialized_end=1189
-  _globals['_REALTIMESTATUS']._serialized_start=1192
-  _globals['_REALTIMESTATUS']._serialized_end=1369
-  _globals['_STATUSREPLY']._serialized_start=1372
-  _globals['_STATUSREPLY']._serialized_end=1580
-  _globals['_EMBEDDINGLOOKUP']._serialized_start=1640
-  _globals['_EMBEDDINGLOOKUP']._serialized_end=1738
-  _globals['_EMBEDDINGADMIN']._serialized_start=1741
-  _globals['_EMBEDDINGADMIN']._serialized_end=2247
+  _globals['_LOOKUPRESPONSE']._serialized_end=490
+  _globals['_VALUECHECKS']._serialized_start=492
+  _globals['_VALUECHECKS']._serialized_end=554
+  _globals['_LOADFULLREQUEST']._serialized_start=556
+  _globals['_LOADFULLREQUEST']._serialized_end=675
+  _globals['_APPLYINCREMENTALREQUEST']._serialized_start=678
+  _globals['_APPLYINCREMENTALREQUEST']._serialized_end=827
+  _globals['_VERSIONREQUEST']._serialized_start=829
+  _globals['_VERSIONREQUEST']._serialized_end=862
+  _globals['_ADMINREPLY']._serialized_start=864
+  _globals['_ADMINREPLY']._serialized_end=917
+  _globals['_STATUSREQUEST']._serialized_start=919
+  _globals['_STATUSREQUEST']._serialized_end=934
+  _globals['_TABLESTATUS']._serialized_start=936
+  _globals['_TABLESTATUS']._serialized_end=1049
+  _globals['_VERSIONSTATUS']._serialized_start=1052
+  _globals['_VERSIONSTATUS']._serialized_end=1282
+  _globals['_REALTIMESTATUS']._serialized_start=1285
+  _globals['_REALTIMESTATUS']._serialized_end=1462
+  _globals['_STATUSREPLY']._serialized_start=1465
+  _globals['_STATUSREPLY']._serialized_end=1673
+  _globals['_EMBEDDINGLOOKUP']._serialized_start=1733
+  _globals['_EMBEDDINGLOOKUP']._serialized_end=1831
+  _globals['_EMBEDDINGADMIN']._serialized_start=1834
+  _globals['_EMBEDDINGADMIN']._serialized_end=2340
 # @@protoc_insertion_point(module_scope)

@@ -47,18 +47,20 @@ class TableValues(_message.Message):
     def __init__(self, table: _Optional[str] = ..., dim: _Optional[int] = ..., rows: _Optional[int] = ..., missing: _Optional[int] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("version", "values", "tables", "wire_dtype", "scales")
+    __slots__ = ("version", "values", "tables", "wire_dtype", "scales", "dense_version")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     TABLES_FIELD_NUMBER: _ClassVar[int]
     WIRE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
+    DENSE_VERSION_FIELD_NUMBER: _ClassVar[int]
     version: int
     values: bytes
     tables: _containers.RepeatedCompositeFieldContainer[TableValues]
     wire_dtype: WireDtype
     scales: bytes
-    def __init__(self, version: _Optional[int] = ..., values: _Optional[bytes] = ..., tables: _Optional[_Iterable[_Union[TableValues, _Mapping]]] = ..., wire_dtype: _Optional[_Union[WireDtype, str]] = ..., scales: _Optional[bytes] = ...) -> None: ...
+    dense_version: int
+    def __init__(self, version: _Optional[int] = ..., values: _Optional[bytes] = ..., tables: _Optional[_Iterable[_Union[TableValues, _Mapping]]] = ..., wire_dtype: _Optional[_Union[WireDtype, str]] = ..., scales: _Optional[bytes] = ..., dense_version: _Optional[int] = ...) -> None: ...
 
 class ValueChecks(_message.Message):
     __slots__ = ("max_abs_value", "allow_non_finite")
@@ -69,26 +71,30 @@ class ValueChecks(_message.Message):
     def __init__(self, max_abs_value: _Optional[float] = ..., allow_non_finite: bool = ...) -> None: ...
 
 class LoadFullRequest(_message.Message):
-    __slots__ = ("version", "uri", "checks")
+    __slots__ = ("version", "uri", "checks", "dense_version")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
+    DENSE_VERSION_FIELD_NUMBER: _ClassVar[int]
     version: int
     uri: str
     checks: ValueChecks
-    def __init__(self, version: _Optional[int] = ..., uri: _Optional[str] = ..., checks: _Optional[_Union[ValueChecks, _Mapping]] = ...) -> None: ...
+    dense_version: int
+    def __init__(self, version: _Optional[int] = ..., uri: _Optional[str] = ..., checks: _Optional[_Union[ValueChecks, _Mapping]] = ..., dense_version: _Optional[int] = ...) -> None: ...
 
 class ApplyIncrementalRequest(_message.Message):
-    __slots__ = ("version", "base_version", "uri", "checks")
+    __slots__ = ("version", "base_version", "uri", "checks", "dense_version")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
+    DENSE_VERSION_FIELD_NUMBER: _ClassVar[int]
     version: int
     base_version: int
     uri: str
     checks: ValueChecks
-    def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., uri: _Optional[str] = ..., checks: _Optional[_Union[ValueChecks, _Mapping]] = ...) -> None: ...
+    dense_version: int
+    def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., uri: _Optional[str] = ..., checks: _Optional[_Union[ValueChecks, _Mapping]] = ..., dense_version: _Optional[int] = ...) -> None: ...
 
 class VersionRequest(_message.Message):
     __slots__ = ("version",)
@@ -125,7 +131,7 @@ class TableStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ..., rows: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., overlay_rows: _Optional[int] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
-    __slots__ = ("version", "state", "progress", "bytes_loaded", "bytes_total", "tables", "error", "uri", "base_version")
+    __slots__ = ("version", "state", "progress", "bytes_loaded", "bytes_total", "tables", "error", "uri", "base_version", "dense_version")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +141,7 @@ class VersionStatus(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DENSE_VERSION_FIELD_NUMBER: _ClassVar[int]
     version: int
     state: str
     progress: float
@@ -144,7 +151,8 @@ class VersionStatus(_message.Message):
     error: str
     uri: str
     base_version: int
-    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., progress: _Optional[float] = ..., bytes_loaded: _Optional[int] = ..., bytes_total: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableStatus, _Mapping]]] = ..., error: _Optional[str] = ..., uri: _Optional[str] = ..., base_version: _Optional[int] = ...) -> None: ...
+    dense_version: int
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[str] = ..., progress: _Optional[float] = ..., bytes_loaded: _Optional[int] = ..., bytes_total: _Optional[int] = ..., tables: _Optional[_Iterable[_Union[TableStatus, _Mapping]]] = ..., error: _Optional[str] = ..., uri: _Optional[str] = ..., base_version: _Optional[int] = ..., dense_version: _Optional[int] = ...) -> None: ...
 
 class RealtimeStatus(_message.Message):
     __slots__ = ("enabled", "topic", "assigned", "lag", "applied", "malformed", "freshness_p50_seconds", "freshness_p99_seconds")

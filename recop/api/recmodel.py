@@ -139,6 +139,25 @@ class DynamicBatching(ApiModel):
         default_factory=list, max_length=16)
 
 
+class EntryModel(ApiModel):
+    """RecOp's predict model in the Triton pods: sparse ids per table in, the dense model's
+    outputs out, both halves at one version (embedding/predict). It needs a Triton image
+    that carries RecOp's data plane (the dev stack's triton-cpu image does)."""
+
+    enabled: bool = Field(default=False, description=(
+        "Serve the entry model (status.endpoints.predict) beside the dense model."))
+    outputs: list[Name] = Field(default_factory=lambda: ["score"], min_length=1,
+                                max_length=16, description=(
+        "The dense model's FP32 outputs that a prediction answers with."))
+    dense_inputs: dict[str, Annotated[int, Field(ge=1, le=65536)]] = Field(
+        default_factory=dict, max_length=64, description=(
+            "Dense features passed through to the dense model: input name -> width "
+            "(FP32, one row per candidate). Each table's rows feed the dense input named "
+            "after the table."))
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60, description=(
+        "Deadline of one lookup on the shard servers."))
+
+
 class Dense(ApiModel):
     """The dense half, served by NVIDIA Triton on GPU nodes."""
 
@@ -157,6 +176,7 @@ class Dense(ApiModel):
         default_factory=lambda: [InstanceGroup()], min_length=1, max_length=8)
     dynamic_batching: DynamicBatching = Field(default_factory=DynamicBatching)
     resources: Resources = Field(default_factory=Resources)
+    entry_model: EntryModel = Field(default_factory=EntryModel)
 
     cross_field_rules = (
         Rule("self.gpusPerPod > 0 || !has(self.instanceGroups) || "
@@ -280,6 +300,8 @@ class Endpoints(ApiModel):
     embedding: str | None = Field(default=None, description="Lookup Service (host:port).")
     triton_grpc: str | None = None
     triton_http: str | None = None
+    predict: str | None = Field(default=None, description=(
+        "The entry model's KServe v2 infer URL, when spec.dense.entryModel is enabled."))
 
 
 # The reason a model is Degraded while status.freshness says the objective is breached.

@@ -74,12 +74,13 @@ def test_full_incremental_commit_rollback_drop(s3, cluster):
     CheckpointWriter(s3.client, v1, 2).write_full(
         1, {"items": (ids, rows(ids, 16, 1)), "users": (users, rows(users, 4, 1))},
         dtypes={"users": "int8"})
-    c.prepare_full(1, v1)
+    c.prepare_full(1, v1, dense=5)
     c.commit(1)
     query = np.array([7, 3, 140_000, 14, -5, 7], dtype=np.int64)  # repeats and misses
     with EmbeddingClient(c.lookup_addresses) as client:
         got = client.lookup({"items": query, "users": users[::-1]})
         assert got.version == 1 and got.missing == {"items": 2, "users": 0}
+        assert got.dense_version == 5  # the pairing the operator named at load
         np.testing.assert_array_equal(got.values["items"][[0, 2, 3, 5]],
                                       rows(query[[0, 2, 3, 5]], 16, 1))
         assert (got.values["items"][[1, 4]] == 0).all()
@@ -96,6 +97,7 @@ def test_full_incremental_commit_rollback_drop(s3, cluster):
         c.commit(2)
         got = client.lookup({"items": np.array([7, 21, 28, 999_999]), "users": users[:3]})
         assert got.version == 2
+        assert got.dense_version == 5  # an incremental naming none keeps its base's
         np.testing.assert_array_equal(got.values["items"][0], rows(up[:1], 16, 2)[0])
         assert (got.values["items"][1] == 0).all()  # deleted
         np.testing.assert_array_equal(got.values["items"][2], rows(np.array([28]), 16, 1)[0])

@@ -38,16 +38,16 @@ def run(executor: Executor, *actions):
     return asyncio.run(go())
 
 
-def test_server_actions_reach_the_admin_api_with_their_checks():
+def test_server_actions_reach_the_admin_api_with_their_checks_and_dense_version():
     admin = Calls()
     executor = Executor(admin, {2: (10.0, False), 3: (5.0, True)})
-    run(executor, LoadFull("r0", 2, "s3://b/v2"), ApplyIncremental("r0", 3, 2, "s3://b/v3"),
+    run(executor, LoadFull("r0", 2, "s3://b/v2", 4), ApplyIncremental("r0", 3, 2, "s3://b/v3"),
         Commit("r0", 3), Rollback("r1", 2), Drop("r0", 2), LoadFull("r1", 9, "s3://b/v9"))
     assert admin.log == [
-        ("load_full", "r0", 2, "s3://b/v2", (10.0, False)),
-        ("apply_incremental", "r0", 3, 2, "s3://b/v3", (5.0, True)),
+        ("load_full", "r0", 2, "s3://b/v2", (10.0, False), 4),
+        ("apply_incremental", "r0", 3, 2, "s3://b/v3", (5.0, True), 0),
         ("commit", "r0", 3), ("commit", "r1", 2), ("drop", "r0", 2),
-        ("load_full", "r1", 9, "s3://b/v9", (0.0, False))]
+        ("load_full", "r1", 9, "s3://b/v9", (0.0, False), 0)]
 
 
 def test_triton_golden_and_a_commit_that_announces(monkeypatch):

@@ -39,7 +39,7 @@ def obs(phase=Phase.LOADING, reps=None, me=NEW, **kw) -> Observed:
 
 def test_full_update_loads_everywhere_before_any_commit():
     step = plan(obs())
-    assert step.actions == [LoadFull("r0", 2, "s3://b/v2"), LoadFull("r1", 2, "s3://b/v2")]
+    assert step.actions == [LoadFull("r0", 2, "s3://b/v2", 2), LoadFull("r1", 2, "s3://b/v2", 2)]
     half = [Replica("r0", 0, 1, {1: "active", 2: "ready"}),
             Replica("r1", 1, 1, {1: "active", 2: "loading"}, progress={2: 0.5})]
     step = plan(obs(reps=half))
@@ -77,7 +77,7 @@ def test_restart_mid_commit_commits_only_the_rest():
 
 def test_a_shard_without_servers_loads_elsewhere_but_never_commits():
     step = plan(obs(reps=[Replica("r0", 0, 1, {1: "active"})]))
-    assert step.actions == [LoadFull("r0", 2, "s3://b/v2")]
+    assert step.actions == [LoadFull("r0", 2, "s3://b/v2", 2)]
     assert "shard(s) [1]" in step.message
     step = plan(obs(reps=[Replica("r0", 0, 1, {1: "active", 2: "ready"})]))
     assert step.actions == [] and step.phase is None
@@ -107,7 +107,7 @@ def test_incremental_applies_on_its_base_and_a_new_replica_builds_the_base_first
     assert step.actions[0] == ApplyIncremental("r0", 3, 2, "s3://b/v3")
     fresh = [Replica("r0", 0, 2, {2: "active"}), Replica("r1", 1, 0, {})]
     assert plan(obs(me=inc, reps=fresh)).actions == [
-        ApplyIncremental("r0", 3, 2, "s3://b/v3"), LoadFull("r1", 2, "s3://b/v2")]
+        ApplyIncremental("r0", 3, 2, "s3://b/v3"), LoadFull("r1", 2, "s3://b/v2", 2)]
     step = plan(obs(me=Target("v3", 3, "incremental", "s3://b/v3"), reps=fresh))
     assert step.phase == Phase.FAILED and step.reason == "BaseNotHeld"
 
@@ -116,7 +116,7 @@ def test_catch_up_builds_the_active_chain_on_a_new_replica_then_commits_and_free
     inc = Target("v3", 3, "incremental", "s3://b/v3", base=NEW)
     serving = Replica("r0", 0, 3, {3: "active"})
     step = catch_up_step([serving, Replica("r1", 0, 0, {})], inc, release=True)
-    assert step.actions == [LoadFull("r1", 2, "s3://b/v2")] and not step.done
+    assert step.actions == [LoadFull("r1", 2, "s3://b/v2", 2)] and not step.done
     step = catch_up_step([serving, Replica("r1", 0, 0, {2: "ready"})], inc, release=True)
     assert step.actions == [ApplyIncremental("r1", 3, 2, "s3://b/v3")]
     step = catch_up_step([serving, Replica("r1", 0, 0, {2: "ready", 3: "ready"})], inc, True)
@@ -147,7 +147,7 @@ def test_breach_in_window_rolls_back_and_restores_everything():
 def test_rollback_reloads_a_full_previous_on_a_replica_that_lost_it():
     reps = [Replica("r0", 0, 2, {2: "active"}), Replica("r1", 1, 2, {1: "ready", 2: "active"})]
     step = plan(obs(Phase.ROLLED_BACK, reps))
-    assert step.actions == [LoadFull("r0", 1, "s3://b/v1")]
+    assert step.actions == [LoadFull("r0", 1, "s3://b/v1", 1)]
 
 
 def test_window_passed_releases_the_previous_version():
