@@ -34,6 +34,7 @@ CHILDREN: dict[str, tuple[str, str, str]] = {
 }
 MODELS_INDEX = "recmodel_bodies"
 NODES_INDEX = "recmodel_nodes"
+VERSIONS_INDEX = "recmodel_versions"
 
 
 def api_version(kind: str) -> str:
@@ -61,13 +62,14 @@ class Cache:
     models: Mapping[Any, Iterable[dict]]
     children: Mapping[str, Mapping[Any, Iterable[dict]]]  # by kind
     nodes: Mapping[Any, Iterable[Node]]
+    versions: Mapping[Any, Iterable[dict]]  # (namespace, model) -> version_entry
 
     @classmethod
     def of(cls, kwargs: Mapping[str, Any]) -> Cache:
         """From a Kopf handler's kwargs, which carry every index by its name."""
         return cls(models=kwargs[MODELS_INDEX],
                    children={kind: kwargs[child_index(kind)] for kind in CHILDREN},
-                   nodes=kwargs[NODES_INDEX])
+                   nodes=kwargs[NODES_INDEX], versions=kwargs[VERSIONS_INDEX])
 
     def model(self, namespace: str, name: str) -> dict | None:
         return next(iter(self.models.get((namespace, name), ())), None)
@@ -75,12 +77,27 @@ class Cache:
     def children_of(self, kind: str, namespace: str, model: str) -> list[dict]:
         return list(self.children[kind].get((namespace, model), ()))
 
-    def child(self, kind: str, namespace: str, model: str, name: str) -> dict | None:
-        return next((o for o in self.children_of(kind, namespace, model)
-                     if o["metadata"]["name"] == name), None)
+    def children_by_name(self, kind: str, namespace: str, model: str) -> dict[str, dict]:
+        return {o["metadata"]["name"]: o for o in self.children_of(kind, namespace, model)}
+
+    def versions_of(self, namespace: str, model: str) -> list[dict]:
+        return list(self.versions.get((namespace, model), ()))
 
     def node_list(self) -> list[Node]:
         return [node for nodes in self.nodes.values() for node in nodes]
+
+
+def version_entry(namespace: str, body: Mapping) -> dict[tuple[str, str], dict]:
+    """The versions index's entry for one ModelVersion: what causes.version_cause reads
+    of it (its name, age, kind and outcome), keyed by its model."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    if not spec.get("model"):  # the CRD requires it; a schema older than the operator may not
+        return {}
+    meta = body.get("metadata") or {}
+    return {(namespace, spec["model"]): {
+        "metadata": {k: meta[k] for k in ("name", "creationTimestamp") if k in meta},
+        "spec": {k: spec[k] for k in ("model", "kind") if k in spec},
+        "status": {k: status[k] for k in ("phase", "reason", "message") if k in status}}}
 
 
 def node_entry(body: Mapping) -> dict[str, Node]:

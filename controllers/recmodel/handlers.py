@@ -29,11 +29,13 @@ from controllers.recmodel.cache import (
     CHILDREN,
     MODELS_INDEX,
     NODES_INDEX,
+    VERSIONS_INDEX,
     Cache,
     api_version,
     child_index,
     node_entry,
     trimmed,
+    version_entry,
 )
 from controllers.recmodel.causes import Cause, pod_causes, version_cause
 from controllers.recmodel.objects import Owner, desired_objects, shard_memory_bytes
@@ -126,7 +128,7 @@ async def _reconcile(client: Kube, cache: Cache, body: dict, spec_changed: bool,
     metrics.shard_ready(namespace, name, shard_ready)
     metrics.freshness_objective(namespace, name, parse_duration(
         spec.stream.freshness_objective.p99) if spec.stream else None)
-    causes = (await _causes(client, cache, namespace, name, previous.active_version)
+    causes = (_causes(cache, namespace, name, previous.active_version)
               if refusal is None and replicas_missing(spec, shard_ready, triton_ready) else [])
     status = summarize(spec, name, namespace, generation, shard_ready, triton_ready,
                        previous, refusal, refusal_reason=refusal_reason, causes=causes)
@@ -141,24 +143,23 @@ async def _reconcile(client: Kube, cache: Cache, body: dict, spec_changed: bool,
     await _report(client, body, status)
 
 
-async def _causes(client: Kube, cache: Cache, namespace: str, name: str,
-                  active: str | None) -> list[Cause]:
+def _causes(cache: Cache, namespace: str, name: str, active: str | None) -> list[Cause]:
     """Why replicas are missing: looked for only while some are."""
     causes = pod_causes([p for p in cache.children_of("Pod", namespace, name) if L.managed(p)])
-    if not active:
-        cause = version_cause(await client.list(API_VERSION, MODELVERSION.kind, namespace),
-                              name, active)
-        causes += [cause] if cause else []
-    return causes
+    cause = version_cause(cache.versions_of(namespace, name), name, active)
+    return causes + ([cause] if cause else [])
 
 
 async def _apply(client: Kube, cache: Cache, model: str, desired: list[dict],
                  everything: bool) -> int:
     changed = 0
+    live_by_kind: dict[str, dict[str, dict]] = {}  # one pass over a kind's children
     for obj in desired:
-        meta = obj["metadata"]
+        meta, kind = obj["metadata"], obj["kind"]
         if not everything:
-            live = cache.child(obj["kind"], meta["namespace"], model, meta["name"])
+            if kind not in live_by_kind:
+                live_by_kind[kind] = cache.children_by_name(kind, meta["namespace"], model)
+            live = live_by_kind[kind].get(meta["name"])
             if live is not None and is_subset(obj, live):
                 continue
         await client.apply(obj)
@@ -200,6 +201,11 @@ async def on_spec(namespace, name, memo, abtest_placements, logger, **kwargs):
 @kopf.index(*RESOURCE, id=MODELS_INDEX)
 def index_models(namespace, name, body, **_):
     return {(namespace, name): trimmed(body)}
+
+
+@kopf.index(GROUP, VERSION, MODELVERSION.plural, id=VERSIONS_INDEX)
+def index_versions(namespace, body, **_):
+    return version_entry(namespace, body)
 
 
 @kopf.index("", "v1", "nodes", id=NODES_INDEX)

@@ -10,7 +10,13 @@ import kopf
 from controllers.common.placement import FREED, PlacementOverride
 from controllers.common.settings import Settings
 from controllers.recmodel import handlers
-from controllers.recmodel.cache import CHILDREN, MODELS_INDEX, NODES_INDEX, child_index
+from controllers.recmodel.cache import (
+    CHILDREN,
+    MODELS_INDEX,
+    NODES_INDEX,
+    VERSIONS_INDEX,
+    child_index,
+)
 
 LOG = logging.getLogger("test")
 
@@ -28,7 +34,8 @@ def test_the_index_keys_each_placed_or_freed_model_by_namespace():
         ("ns", "a"): ("t", PlacementOverride("n0", 500, 1)), ("ns", "b"): ("t", FREED)}
 
 
-EMPTY_INDEXES = {MODELS_INDEX: {}, NODES_INDEX: {}, **{child_index(k): {} for k in CHILDREN}}
+EMPTY_INDEXES = {MODELS_INDEX: {}, NODES_INDEX: {}, VERSIONS_INDEX: {},
+                 **{child_index(k): {} for k in CHILDREN}}
 
 
 async def test_an_abtest_event_reconciles_only_the_models_it_moved(monkeypatch):
