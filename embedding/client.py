@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -53,6 +53,8 @@ class LookupResult:
     # The dense model version paired with `version` (0: none named): what an entry model
     # runs the dense half at, so that one answer never mixes two versions.
     dense_version: int = 0
+    # Shards no replica answered, whose ids got zero rows (lookup's `default_rows`).
+    defaulted_shards: list[int] = field(default_factory=list)
 
 
 class _Replica:
@@ -108,10 +110,14 @@ class EmbeddingClient:
         self.close()
 
     def lookup(self, tables: Mapping[str, np.ndarray], version: int = 0,
-               wire_dtype: str = "fp32") -> LookupResult:
+               wire_dtype: str = "fp32",
+               default_rows: Mapping[str, int] | None = None) -> LookupResult:
         """Rows of `tables[name]` ids for every table, all read at one version (the active
         one unless `version` pins another loaded version). `wire_dtype` fp16 or int8 asks
-        the servers for compact rows (half or a quarter of the bytes), dequantised here."""
+        the servers for compact rows (half or a quarter of the bytes), dequantised here.
+        `default_rows` (table -> dim): a shard none of whose replicas answers gives zero
+        rows for its ids (LookupResult.defaulted_shards) instead of NoHealthyReplica, as
+        long as one shard answers."""
         wire = WIRE_DTYPES.get(wire_dtype)
         if wire is None:
             raise ValueError(f"wire_dtype {wire_dtype!r}: one of {', '.join(WIRE_DTYPES)}")
@@ -122,11 +128,19 @@ class EmbeddingClient:
                 requests[s] = pb.LookupRequest(version=version, wire_dtype=wire, tables=[
                     pb.TableIds(table=name, ids=route.packed[s])
                     for name, route in routes.items()])
-        replies = self._fan_out(requests)
+        replies, defaulted = self._fan_out(requests, default_rows is not None)
         versions = {r.version for _, r in replies.values()}
         if version == 0 and len(versions) > 1:
             replies = self._one_version(requests, replies, versions)
-        return self._assemble(tables, routes, replies)
+        result = self._assemble(tables, routes, replies)
+        for name, route in routes.items():
+            if defaulted and result.values[name].shape[1] == 0:
+                # Every shard that holds this table's ids is down: all its rows default.
+                result.values[name] = np.zeros((route.size, default_rows[name]), np.float32)
+            for shard in defaulted:
+                result.values[name][route.rows_of(shard)] = 0
+        result.defaulted_shards = sorted(defaulted)
+        return result
 
     # ------------------------------------------------------------ internals
 
@@ -138,11 +152,12 @@ class EmbeddingClient:
             routes[name] = _Route(len(ids), order, starts, packed)
         return routes
 
-    def _fan_out(self, requests: dict[int, pb.LookupRequest]
-                 ) -> dict[int, tuple[bytes, ParsedReply]]:
+    def _fan_out(self, requests: dict[int, pb.LookupRequest], tolerate: bool = False
+                 ) -> tuple[dict[int, tuple[bytes, ParsedReply]], set[int]]:
+        """The replies by shard, and (with `tolerate`) the shards no replica answered."""
         pending = {s: (self.shards[s].order(), 0) for s in requests}
         futures = {s: self._send(pending[s][0][0], requests[s]) for s in requests}
-        replies = {}
+        replies, unanswered = {}, set()
         while futures:
             shard, future = futures.popitem()
             replicas, attempt = pending[shard]
@@ -153,12 +168,17 @@ class EmbeddingClient:
                 if err.code() not in _RETRYABLE:
                     raise
                 replicas[attempt].down_until = time.monotonic() + self.down_for
-                if attempt + 1 >= len(replicas):
+                if attempt + 1 < len(replicas):
+                    pending[shard] = (replicas, attempt + 1)
+                    futures[shard] = self._send(replicas[attempt + 1], requests[shard])
+                elif tolerate:
+                    unanswered.add(shard)
+                else:
                     raise NoHealthyReplica(f"shard {shard}: no replica answered: "
                                            f"{err.code().name} {err.details()}") from err
-                pending[shard] = (replicas, attempt + 1)
-                futures[shard] = self._send(replicas[attempt + 1], requests[shard])
-        return replies
+        if unanswered and not replies:
+            raise NoHealthyReplica(f"shards {sorted(unanswered)}: no replica answered")
+        return replies, unanswered
 
     def _send(self, replica: _Replica, request: pb.LookupRequest):
         return replica.lookup.future(request, timeout=self.timeout)
@@ -171,7 +191,7 @@ class EmbeddingClient:
             redo = {s: pb.LookupRequest(version=target, wire_dtype=r.wire_dtype, tables=r.tables)
                     for s, r in requests.items() if replies[s][1].version != target}
             try:
-                return {**replies, **self._fan_out(redo)}
+                return {**replies, **self._fan_out(redo)[0]}
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.NOT_FOUND:
                     raise

@@ -22,7 +22,8 @@ def entry_config(name: str, namespace: str, spec: RecModelSpec) -> EntryConfig:
         tables={t.name: t.dimension for t in spec.tables},
         outputs=list(entry.outputs), dense_inputs=dict(entry.dense_inputs),
         max_ids=server.lookup_limits.max_ids_per_request,
-        timeout_seconds=entry.timeout_seconds)
+        timeout_seconds=entry.timeout_seconds,
+        zero_rows_when_shard_unavailable=entry.when_shard_unavailable == "ZeroRows")
 
 
 def triton_args(spec: RecModelSpec) -> list[str]:

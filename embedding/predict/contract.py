@@ -34,12 +34,15 @@ class EntryConfig:
     dense_inputs: dict[str, int] = field(default_factory=dict)  # passed through: FP32 width
     max_ids: int = 150_000
     timeout_seconds: float = 5.0
+    zero_rows_when_shard_unavailable: bool = False
 
     def to_json(self) -> str:
         return json.dumps({"denseModel": self.dense_model, "shards": self.shards,
                            "tables": self.tables, "outputs": self.outputs,
                            "denseInputs": self.dense_inputs, "maxIds": self.max_ids,
-                           "timeoutSeconds": self.timeout_seconds}, sort_keys=True)
+                           "timeoutSeconds": self.timeout_seconds,
+                           "zeroRowsWhenShardUnavailable":
+                               self.zero_rows_when_shard_unavailable}, sort_keys=True)
 
     @classmethod
     def parse(cls, text: str) -> EntryConfig:
@@ -52,7 +55,9 @@ class EntryConfig:
                          dense_inputs={str(k): int(v)
                                        for k, v in raw.get("denseInputs", {}).items()},
                          max_ids=int(raw.get("maxIds", cls.max_ids)),
-                         timeout_seconds=float(raw.get("timeoutSeconds", cls.timeout_seconds)))
+                         timeout_seconds=float(raw.get("timeoutSeconds", cls.timeout_seconds)),
+                         zero_rows_when_shard_unavailable=bool(
+                             raw.get("zeroRowsWhenShardUnavailable", False)))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"the {CONFIG_PARAMETER!r} parameter is not a valid entry "
                              f"model configuration: {err!r}") from None

@@ -31,8 +31,13 @@ class EntryMetrics:
                                 kind=family.GAUGE)
         self._embedding = self._versions.Metric(labels={"model": model, "half": "embedding"})
         self._dense = self._versions.Metric(labels={"model": model, "half": "dense"})
+        self._defaults = family(
+            name="recop_predict_default_rows_total",
+            description="Requests answered with zero rows for a shard no replica answered "
+                        "(whenShardUnavailable: ZeroRows), by shard", kind=family.COUNTER)
         self._stages: dict[str, tuple] = {}
         self._kinds: dict[str, object] = {}
+        self._shards: dict[int, object] = {}
 
     def stage(self, name: str, seconds: float) -> None:
         if name not in self._stages:
@@ -54,6 +59,13 @@ class EntryMetrics:
             self._kinds[kind] = self._errors.Metric(labels={"model": self._model,
                                                             "kind": kind})
         self._kinds[kind].increment(1)
+
+    def defaulted(self, shards: list[int]) -> None:
+        for shard in shards:
+            if shard not in self._shards:
+                self._shards[shard] = self._defaults.Metric(labels={"model": self._model,
+                                                                    "shard": str(shard)})
+            self._shards[shard].increment(1)
 
     def served(self, embedding: int, dense: int) -> None:
         self._embedding.set(embedding)

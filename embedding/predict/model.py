@@ -104,9 +104,12 @@ class TritonPythonModel:
         deadline = time.monotonic() + self.config.timeout_seconds
         while True:
             started = time.perf_counter()
-            looked = self.shards.client().lookup(ids, version=version)
+            looked = self.shards.client().lookup(ids, version=version, default_rows=(
+                self.config.tables if self.config.zero_rows_when_shard_unavailable else None))
             self.metrics.stage("lookup", time.perf_counter() - started)
             self.metrics.rows(sum(len(v) for v in ids.values()))
+            if looked.defaulted_shards:
+                self.metrics.defaulted(looked.defaulted_shards)
             started = time.perf_counter()
             answer = self._dense(looked, dense)
             self.metrics.stage("dense", time.perf_counter() - started)

@@ -156,6 +156,10 @@ class EntryModel(ApiModel):
             "after the table."))
     timeout_seconds: float = Field(default=5.0, gt=0, le=60, description=(
         "Deadline of one lookup on the shard servers."))
+    when_shard_unavailable: Literal["Fail", "ZeroRows"] = Field(default="Fail", description=(
+        "A request that needs a shard with no replica answering: Fail answers UNAVAILABLE "
+        "naming the shard; ZeroRows scores it with zero rows for that shard's ids, counted "
+        "in recop_predict_default_rows_total (the request still fails if no shard answers)."))
 
 
 class Dense(ApiModel):

@@ -18,7 +18,7 @@ from embedding.checkpoint import (
     read_manifest,
     split_uri,
 )
-from embedding.client import EmbeddingClient
+from embedding.client import EmbeddingClient, NoHealthyReplica
 from embedding.partition import shard_of
 
 pytestmark = pytest.mark.integration
@@ -179,6 +179,28 @@ def test_replica_failover(s3, cluster):
         for _ in range(5):  # whichever replica the rotation picks first
             got = client.lookup({"t": ids})
             np.testing.assert_array_equal(got.values["t"], rows(ids, 4, 1))
+
+
+def test_a_shard_with_no_replica_gives_zero_rows_only_when_asked(s3, cluster):
+    c = cluster(shards=2, replicas=1)
+    ids = np.arange(1000, dtype=np.int64)
+    uri = s3.uri("defaults")
+    CheckpointWriter(s3.client, uri, 2).write_full(1, {"t": (ids, rows(ids, 4, 1)),
+                                                       "u": (ids, rows(ids, 2, 1))})
+    c.prepare_full(1, uri, dense=3)
+    c.commit(1)
+    down = c.processes[1]  # shard 1's only replica
+    on_down = shard_of(ids, 2) == 1
+    with EmbeddingClient(c.lookup_addresses, timeout=2) as client:
+        down.stop()
+        with pytest.raises(NoHealthyReplica, match="shard 1"):
+            client.lookup({"t": ids})
+        got = client.lookup({"t": ids, "u": ids[on_down]}, default_rows={"t": 4, "u": 2})
+    assert got.defaulted_shards == [1] and (got.version, got.dense_version) == (1, 3)
+    np.testing.assert_array_equal(got.values["t"][~on_down], rows(ids[~on_down], 4, 1))
+    assert not got.values["t"][on_down].any()
+    # A table all of whose ids are on the missing shard: zero rows of its own width.
+    assert got.values["u"].shape == (int(on_down.sum()), 2) and not got.values["u"].any()
 
 
 def test_readers_never_see_mixed_versions(s3, cluster):

@@ -18,6 +18,7 @@ from controllers.modelversion.drivers import Triton
 from devstack import triton as local_triton
 from devstack.shards import LocalCluster
 from embedding.checkpoint import CheckpointWriter
+from embedding.partition import shard_of
 from embedding.predict import contract
 from recop.api.recmodel import RecModelSpec
 
@@ -66,20 +67,26 @@ def stack(s3):
         shards.prepare_full(1, uris[1], dense=1)
         shards.commit(1)
         dense_load(triton, 1)
-        config = {"denseModel": "mlp", "shards": shards.lookup_addresses,
-                  "tables": {"user": DIM, "item": DIM}, "outputs": ["score"],
-                  "maxIds": 4000}
-        url = f"http://127.0.0.1:{triton.http_port}/v2/repository/models/predict/load"
-        body = {"parameters": {"config": json.dumps({
-            "name": "predict", "backend": "python", "max_batch_size": 0,
-            "parameters": {"recop": {"string_value": json.dumps(config)}}})}}
-        urllib.request.urlopen(urllib.request.Request(
-            url, json.dumps(body).encode(), {"Content-Type": "application/json"}),
-            timeout=60).read()
+        load_entry(triton, shards)
         yield shards, triton, uris
     finally:
         triton.stop()
         shards.stop()
+
+
+def load_entry(triton, shards: LocalCluster, **settings) -> None:
+    """As the operator's pod spec gives it (controllers/recmodel/entry_model), here by a
+    config override."""
+    config = {"denseModel": "mlp", "shards": shards.lookup_addresses,
+              "tables": {"user": DIM, "item": DIM}, "outputs": ["score"], "maxIds": 4000,
+              "timeoutSeconds": 2, **settings}
+    url = f"http://127.0.0.1:{triton.http_port}/v2/repository/models/predict/load"
+    body = {"parameters": {"config": json.dumps({
+        "name": "predict", "backend": "python", "max_batch_size": 0,
+        "parameters": {"recop": {"string_value": json.dumps(config)}}})}}
+    urllib.request.urlopen(urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}),
+        timeout=60).read()
 
 
 def predict(triton, inputs: list[dict]) -> tuple[int, dict]:
@@ -182,3 +189,28 @@ def test_no_answer_mixes_versions_through_an_update_and_a_rollback(stack):
     for name in ("recop_predict_stage_seconds_total", "recop_predict_rows_fetched_total",
                  "recop_predict_version_served", "nv_inference_request_success"):
         assert name in metrics, name
+
+
+def test_a_shard_with_no_replica_fails_the_request_or_gives_zero_rows_as_configured(stack):
+    """Last in the module: shard 1 loses both replicas."""
+    shards, triton, _ = stack
+    for process in shards.processes:
+        if process.shard_index == 1:
+            process.stop()
+    request = [ids("user", range(50)), ids("item", range(50))]
+    code, answer = predict(triton, request)
+    assert code == 503 and "shard 1" in answer["error"], answer
+    load_entry(triton, shards, zeroRowsWhenShardUnavailable=True)
+    code, answer = predict(triton, request)
+    assert code == 200, answer
+    got = outputs(answer)
+    # A row scores from its two embeddings: zero when either id is on the missing shard.
+    either = shard_of(np.arange(50, dtype=np.int64), 2) == 1
+    np.testing.assert_allclose(got["score"], np.where(either, 0.0, score(1, 1)), atol=1e-6)
+    metrics = urllib.request.urlopen(
+        f"http://127.0.0.1:{triton.metrics_port}/metrics", timeout=10).read().decode()
+    counted = [line for line in metrics.splitlines()
+               if line.startswith(("recop_predict_default_rows_total{",
+                                   "recop_predict_errors_total{"))]
+    assert any('shard="1"' in line for line in counted), counted
+    assert any('kind="shard_unavailable"' in line for line in counted), counted

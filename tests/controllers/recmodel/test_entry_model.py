@@ -35,7 +35,10 @@ def test_enabled_entry_model_starts_with_the_server_and_finds_shards_by_service_
                              ["ranker-emb-1.prod.svc:8500"]]
     assert config.tables == {"user": 16, "item": 32} and config.dense_model == "ctr"
     assert config.max_ids == 20000 and config.dense_inputs == {"age": 1}
-    assert config.outputs == ["score"]
+    assert config.outputs == ["score"] and not config.zero_rows_when_shard_unavailable
+    zero = container(spec(enabled=True, whenShardUnavailable="ZeroRows"))
+    assert EntryConfig.parse(next(e["value"] for e in zero["env"] if e["name"] == CONFIG_ENV)
+                             ).zero_rows_when_shard_unavailable
 
 
 def test_disabled_by_default_the_pod_is_unchanged():
