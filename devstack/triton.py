@@ -74,22 +74,24 @@ class TritonHandle:
         self.process.stop()
 
 
-def start(model_repository: Path, timeout: float = 60, *more: Path) -> TritonHandle:
-    """`more`: further model repositories (Triton serves the union of their models)."""
+def start(model_repository: Path, timeout: float = 60, *more: Path,
+          env: dict[str, str] | None = None) -> TritonHandle:
+    """`more`: further model repositories (Triton serves the union of their models);
+    `env`: more environment for the server and its backends' processes."""
     root = build()
     http, grpc, metrics = free_port(), free_port(), free_port()
     work = state_dir(NAME) / str(grpc)
     (work / "cache").mkdir(parents=True, exist_ok=True)
     libdir = sysconfig.get_config_var("LIBDIR")
-    env = {"LD_LIBRARY_PATH": f"{root / 'libs'}:{libdir}",
-           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    server_env = {"LD_LIBRARY_PATH": f"{root / 'libs'}:{libdir}",
+                  "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", **(env or {})}
     process = ManagedProcess(f"{NAME}-{grpc}", [
         str(root / "bin" / "tritonserver"),
         *(f"--model-repository={r}" for r in (model_repository, *more)),
         "--model-control-mode=explicit", f"--backend-directory={root / 'backends'}",
         f"--cache-directory={work / 'cache'}", f"--http-address={LOOPBACK}",
         f"--grpc-address={LOOPBACK}", f"--http-port={http}", f"--grpc-port={grpc}",
-        f"--metrics-port={metrics}", "--allow-metrics=true"], env=env, directory=work)
+        f"--metrics-port={metrics}", "--allow-metrics=true"], env=server_env, directory=work)
     process.wait_listening(grpc, timeout=timeout, what="tritonserver")
     return TritonHandle(http, grpc, metrics, process)
 

@@ -188,8 +188,9 @@ class EmbeddingClient:
         re-read the odd ones pinned to the newest version, else all to the oldest one
         (a shard keeps its previous version until the operator drops it)."""
         for target in (max(versions), min(versions)):
-            redo = {s: pb.LookupRequest(version=target, wire_dtype=r.wire_dtype, tables=r.tables)
-                    for s, r in requests.items() if replies[s][1].version != target}
+            redo = {s: pb.LookupRequest(version=target, wire_dtype=requests[s].wire_dtype,
+                                        tables=requests[s].tables)
+                    for s, (_, reply) in replies.items() if reply.version != target}
             try:
                 return {**replies, **self._fan_out(redo)[0]}
             except grpc.RpcError as err:
